@@ -1,0 +1,1 @@
+"""One module per `firefly-train` subcommand: thin glue between the CLI and the components."""

