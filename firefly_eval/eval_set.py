@@ -1,0 +1,308 @@
+"""Evaluation sets for the human pairwise evaluation: load, validate, import the seed's format, read answers.
+
+Our format is JSONL, one item a line (docs/CONTRACTS.md):
+`{"id","task","prompt","objective":bool,"reference":str|null,"checker":{...}|null}`.
+The seed's format (`.xlsx`, `.csv` or `.jsonl` with columns `kind`, `instruction` and optionally
+`output`/`reference`) is imported: its kinds are mapped to our task names, ids are made from the task and
+the position within it (`math-03`). Also the `validate-set` subcommand.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from firefly_train.errors import FireflyError, InputError
+from firefly_train.io import iter_jsonl, require
+
+# The 13 tasks of the seed's 130-item set, in the seed's table order.
+TASKS = ("brainstorming", "classification", "closed_qa", "code", "extraction", "generation", "harmlessness",
+         "math", "reading_comprehension", "open_qa", "rewrite", "summarization", "translation")
+SEED_KINDS = {
+    "brainstorming": "brainstorming", "classification": "classification", "close qa": "closed_qa",
+    "code": "code", "extract": "extraction", "generation": "generation", "harmless": "harmlessness",
+    "math": "math", "mrc": "reading_comprehension", "open qa": "open_qa", "rewrite": "rewrite",
+    "summarization": "summarization", "translation": "translation",
+}
+# Imported items of these tasks that come with a reference answer are objective (decided right or wrong).
+OBJECTIVE_TASKS = frozenset({"classification", "closed_qa", "extraction", "math", "reading_comprehension"})
+CHECKER_FIELDS = {"number": ("value", (int, float)), "choice": ("value", str), "contains_any": ("values", list),
+                  "contains_all": ("values", list), "regex": ("pattern", str)}
+
+
+@dataclass
+class Item:
+    id: str
+    task: str
+    prompt: str
+    objective: bool
+    reference: str | None = None
+    checker: dict | None = None
+
+
+@dataclass
+class EvalSet:
+    items: list[Item]
+    path: Path
+    hash: str  # sha256 of the canonical content: the same items give the same hash whatever the file form
+    id: str  # the file stem
+    by_id: dict[str, Item] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.by_id = {it.id: it for it in self.items}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class Answers:
+    path: Path
+    model: str
+    header: dict
+    by_id: dict[str, str]
+    seeds: dict[str, int]
+
+
+def content_hash(items: list[Item]) -> str:
+    canon = json.dumps([asdict(it) for it in items], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def check_checker(checker, path, lineno) -> dict | None:
+    """Validate a checker dict (see docs/human_eval.md); returns it unchanged."""
+    if checker is None:
+        return None
+    if not isinstance(checker, dict):
+        raise InputError(path, f"expected an object or null, got {type(checker).__name__}", line=lineno,
+                         field="checker")
+    kind = checker.get("type")
+    if kind not in CHECKER_FIELDS:
+        raise InputError(path, f"unknown checker type {kind!r}; expected one of {', '.join(CHECKER_FIELDS)}",
+                         line=lineno, field="checker.type")
+    key, types = CHECKER_FIELDS[kind]
+    value = checker.get(key)
+    if not isinstance(value, types) or isinstance(value, bool):
+        raise InputError(path, f"a '{kind}' checker needs '{key}'", line=lineno, field=f"checker.{key}")
+    if isinstance(value, list) and (not value or not all(isinstance(v, str) and v for v in value)):
+        raise InputError(path, "expected a non-empty list of non-empty strings", line=lineno,
+                         field=f"checker.{key}")
+    if kind == "choice" and not re.fullmatch(r"[A-Za-z]", value):
+        raise InputError(path, f"expected one option letter, got {value!r}", line=lineno, field="checker.value")
+    if kind == "regex":
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise InputError(path, f"invalid regular expression: {e}", line=lineno, field="checker.pattern") from None
+    return checker
+
+
+def _text(obj: dict, key: str, path, lineno) -> str:
+    value = require(obj, key, str, path, lineno)
+    if not value.strip():
+        raise InputError(path, "empty", line=lineno, field=key)
+    return value
+
+
+def _item_from_ours(obj: dict, path, lineno) -> Item:
+    reference = obj.get("reference")
+    if reference is not None and not isinstance(reference, str):
+        raise InputError(path, f"expected str or null, got {type(reference).__name__}", line=lineno,
+                         field="reference")
+    return Item(id=_text(obj, "id", path, lineno), task=_text(obj, "task", path, lineno),
+                prompt=_text(obj, "prompt", path, lineno), objective=require(obj, "objective", bool, path, lineno),
+                reference=reference, checker=check_checker(obj.get("checker"), path, lineno))
+
+
+def _seed_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line or row number, record) from a seed-format file; row numbers match what a spreadsheet shows."""
+    if path.suffix.lower() == ".jsonl":
+        return list(iter_jsonl(path))
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() in (".xlsx", ".xls"):
+            frame = pd.read_excel(path, dtype=str)
+        else:
+            frame = pd.read_csv(path, dtype=str, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise InputError(path, f"cannot read as a table: {e}") from None
+    frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    frame = frame.astype(object).where(frame.notna(), None)
+    return [(i + 2, row) for i, row in enumerate(frame.to_dict("records"))]  # row 1 is the header
+
+
+def _items_from_seed(rows: list[tuple[int, dict]], path: Path) -> list[Item]:
+    items, per_task = [], Counter()
+    for lineno, row in rows:
+        kind = row.get("kind")
+        if not isinstance(kind, str) or not kind.strip():
+            raise InputError(path, "missing or empty", line=lineno, field="kind")
+        instruction = row.get("instruction")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise InputError(path, "missing or empty", line=lineno, field="instruction")
+        task = SEED_KINDS.get(kind.strip().lower(), kind.strip())
+        reference = row.get("reference") or row.get("output")
+        reference = str(reference).strip() if reference is not None and str(reference).strip() else None
+        per_task[task] += 1
+        item_id = str(row["id"]).strip() if row.get("id") else f"{task}-{per_task[task]:02d}"
+        items.append(Item(id=item_id, task=task, prompt=instruction.strip(),
+                          objective=task in OBJECTIVE_TASKS and reference is not None, reference=reference))
+    return items
+
+
+def load_set(path) -> EvalSet:
+    """Read our JSONL format or import the seed's (.xlsx/.csv/.jsonl with `kind`, `instruction`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xls", ".csv"):
+        items, lines = _items_from_seed(_seed_rows(path), path), None
+    elif suffix == ".jsonl":
+        rows = list(iter_jsonl(path))
+        if rows and "instruction" in rows[0][1] and "prompt" not in rows[0][1]:
+            items, lines = _items_from_seed(rows, path), None
+        else:
+            items = [_item_from_ours(obj, path, lineno) for lineno, obj in rows]
+            lines = [lineno for lineno, _ in rows]
+    else:
+        raise InputError(path, f"unknown evaluation set format '{suffix}'; expected .jsonl, .xlsx or .csv")
+    if not items:
+        raise InputError(path, "no items")
+    seen = {}
+    for n, it in enumerate(items):
+        if it.id in seen:
+            where = lines[n] if lines else None
+            raise InputError(path, f"duplicate id {it.id!r} (first at item {seen[it.id] + 1})", line=where,
+                             field="id")
+        seen[it.id] = n
+    return EvalSet(items=items, path=path, hash=content_hash(items), id=path.stem)
+
+
+def validate_set(eval_set: EvalSet, expect_per_task: int | None = 10, expect_tasks: int | None = 13) -> list[str]:
+    """Problems that don't stop the set loading: counts per task, objective items without a key."""
+    problems = []
+    counts = Counter(it.task for it in eval_set.items)
+    if expect_tasks is not None and len(counts) != expect_tasks:
+        problems.append(f"{len(counts)} tasks, expected {expect_tasks}")
+    if expect_per_task is not None:
+        for task, n in counts.items():
+            if n != expect_per_task:
+                problems.append(f"task '{task}' has {n} items, expected {expect_per_task}")
+    for it in eval_set.items:
+        if it.objective and it.reference is None and it.checker is None:
+            problems.append(f"item '{it.id}' is objective but has neither a reference nor a checker")
+        if it.checker is not None and not it.objective:
+            problems.append(f"item '{it.id}' has a checker but is not marked objective")
+    prompts = Counter(it.prompt.strip() for it in eval_set.items)
+    for it in eval_set.items:
+        if prompts[it.prompt.strip()] > 1:
+            problems.append(f"item '{it.id}' has the same prompt as another item")
+    return problems
+
+
+def read_answer_lines(path: Path, eval_set: EvalSet, lenient_tail: bool = False):
+    """(header, [(lineno, record)]) from an answers file; records are validated against the set.
+
+    With `lenient_tail`, a torn last line (no newline, not JSON: a write cut short) is dropped; it is
+    reported as the byte offset where the good content ends, so the writer can truncate it away.
+    """
+    raw = path.read_bytes()
+    good_end = len(raw)
+    lines = raw.split(b"\n")
+    if lenient_tail and lines and lines[-1].strip():
+        try:
+            json.loads(lines[-1].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            good_end -= len(lines[-1])
+            lines = lines[:-1]
+    header, records = None, []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise InputError(path, f"not UTF-8 ({e.reason})", line=lineno) from None
+        except json.JSONDecodeError as e:
+            raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", line=lineno) from None
+        if not isinstance(obj, dict):
+            raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
+        if header is None:
+            if obj.get("kind") != "answers_header":
+                raise InputError(path, "first line must be the answers header (kind 'answers_header')",
+                                 line=lineno, field="kind")
+            require(obj, "model", str, path, lineno)
+            require(obj, "set_hash", str, path, lineno)
+            header = obj
+            continue
+        item_id = require(obj, "id", str, path, lineno)
+        require(obj, "answer", str, path, lineno)
+        if item_id not in eval_set.by_id:
+            raise InputError(path, f"id {item_id!r} is not in set {eval_set.path}", line=lineno, field="id")
+        records.append((lineno, obj))
+    if header is None:
+        raise InputError(path, "empty answers file (no header line)")
+    if header["set_hash"] != eval_set.hash:
+        raise FireflyError(f"{path} answers a different evaluation set (set_hash {header['set_hash'][:12]}, "
+                           f"{eval_set.path} has {eval_set.hash[:12]})")
+    return header, records, good_end
+
+
+def load_answers(path, eval_set: EvalSet) -> Answers:
+    """One model's answers to every item of `eval_set` (errors name the file and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    header, records, _ = read_answer_lines(path, eval_set)
+    by_id, seeds = {}, {}
+    for lineno, obj in records:
+        if obj["id"] in by_id:
+            raise InputError(path, f"duplicate answer for id {obj['id']!r}", line=lineno, field="id")
+        by_id[obj["id"]] = obj["answer"]
+        if isinstance(obj.get("seed"), int):
+            seeds[obj["id"]] = obj["seed"]
+    missing = [it.id for it in eval_set.items if it.id not in by_id]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
+        raise FireflyError(f"{path} does not answer every item of {eval_set.path}: missing {shown} "
+                           "(finish it with the same `firefly-eval generate` command: it resumes)")
+    return Answers(path=path, model=header["model"], header=header, by_id=by_id, seeds=seeds)
+
+
+# --- `firefly-eval validate-set` ---------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    parser.add_argument("set", help="evaluation set: our .jsonl, or the seed's .xlsx/.csv/.jsonl")
+    parser.add_argument("--per-task", type=int, default=10, help="items expected per task (0: don't check)")
+    parser.add_argument("--tasks", type=int, default=13, help="number of tasks expected (0: don't check)")
+    parser.add_argument("--export", metavar="OUT.jsonl",
+                        help="write the (imported) set in our JSONL format")
+
+
+def run(args) -> int:
+    from firefly_train.io import atomic_open
+
+    eval_set = load_set(args.set)
+    counts = Counter(it.task for it in eval_set.items)
+    objective = Counter(it.task for it in eval_set.items if it.objective)
+    print(f"{eval_set.path}: {len(eval_set)} items, {len(counts)} tasks, sha256 {eval_set.hash[:16]}")
+    width = max(len(t) for t in counts)
+    for task, n in counts.items():
+        print(f"  {task:<{width}}  {n:3d} items  {objective[task]:3d} objective")
+    problems = validate_set(eval_set, args.per_task or None, args.tasks or None)
+    if args.export:
+        with atomic_open(args.export) as f:
+            for it in eval_set.items:
+                f.write(json.dumps(asdict(it), ensure_ascii=False) + "\n")
+        print(f"wrote {args.export}")
+    for p in problems:
+        print(f"  problem: {p}")
+    if problems:
+        raise FireflyError(f"{len(problems)} problem(s) in {eval_set.path}")
+    print("ok")
+    return 0

@@ -1,0 +1,67 @@
+"""OpenCompass model class for any `--ckpt` form, and the one transformers-5 compatibility shim.
+
+OpenCompass 0.5.4's `HuggingFaceBaseModel` loads weights from a plain HF path and encodes batches with
+`tokenizer.batch_encode_plus`, which transformers 5 removed. This subclass keeps all of OpenCompass's
+scoring code (`get_ppl`, `generate`, `get_token_len`) and changes only two things:
+
+* loading goes through `firefly_eval.checkpoints.load`, so LoRA checkpoints (merged in memory), expanded
+  vocabularies and the embedded alias work, on CUDA in bf16 when present and on the CPU in fp32 otherwise;
+* the tokenizer gets `batch_encode_plus` back as an alias of `__call__` (same arguments, same output).
+
+PPL scoring pads on the right (every real token keeps its position id; OpenCompass masks pads out of the
+loss), generation pads on the left.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from opencompass.models.base import LMTemplateParser
+from opencompass.models.huggingface_above_v4_33 import HuggingFaceBaseModel
+from opencompass.registry import MODELS
+from opencompass.utils.logging import get_logger
+
+
+@MODELS.register_module()
+class FireflyCausalLM(HuggingFaceBaseModel):
+    """`path` is any reference `firefly_eval.checkpoints` accepts (alias, HF folder, LoRA checkpoint)."""
+
+    def __init__(self, path: str, max_seq_len: int = 2048, tokenizer_only: bool = False,
+                 generation_kwargs: dict | None = None, stop_words: list | None = None, **other_kwargs):
+        from firefly_eval import checkpoints
+        from firefly_train.models import load_tokenizer, resolve_checkpoint
+
+        self.logger = get_logger()
+        self.path = path
+        self.tokenizer_only = tokenizer_only
+        self.template_parser = LMTemplateParser()
+        self.max_seq_len = max_seq_len
+        self.drop_middle = False
+        self.generation_kwargs = dict(generation_kwargs or {})
+        self.stop_words = list(stop_words or [])
+        if tokenizer_only:
+            self.tokenizer = load_tokenizer(resolve_checkpoint(path).tokenizer)
+        else:
+            self.model, self.tokenizer, _ = checkpoints.load(path)
+            self.model.generation_config.do_sample = False
+            self.logger.info(f"loaded {path} on {self.model.device} ({self.model.dtype})")
+        self.tokenizer.batch_encode_plus = self.tokenizer.__call__  # removed in transformers 5
+        self.tokenizer.truncation_side = "left"
+        for k, v in other_kwargs.items():
+            if v is not None:
+                self.logger.warning(f"Unused argument {k}={v}")
+
+    @contextlib.contextmanager
+    def _padding(self, side: str):
+        old, self.tokenizer.padding_side = self.tokenizer.padding_side, side
+        try:
+            yield
+        finally:
+            self.tokenizer.padding_side = old
+
+    def get_ppl(self, inputs, mask_length=None):
+        with self._padding("right"):
+            return super().get_ppl(inputs, mask_length)
+
+    def generate(self, inputs, max_out_len, min_out_len=None, stopping_criteria=(), **kwargs):
+        with self._padding("left"):
+            return super().generate(inputs, max_out_len, min_out_len, list(stopping_criteria), **kwargs)

@@ -1,0 +1,103 @@
+"""`firefly-eval report`: one markdown file (+ PNG figures beside it) from the result files of a project.
+
+    firefly-eval report --run runs/main/pretrain --run runs/main/sft \\
+        --cmmlu base=results/cmmlu_base.json --cmmlu tuned=results/cmmlu_tuned.json \\
+        --vocab-stats results/vocab_stats.json --tally results/tally.json \\
+        --compare refs.yaml -o reports/main/REPORT.md
+
+Model-level results take `LABEL=PATH` (or just PATH: the label is then the result's `model.ckpt`).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from firefly_eval.report import figures as figs
+from firefly_eval.report.collect import collect
+from firefly_eval.report.markdown import render
+from firefly_train.errors import FireflyError
+from firefly_train.io import write_text
+
+REPORT_LIBS = ["firefly", "matplotlib", "pyyaml"]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--run", action="append", default=[], metavar="[LABEL=]RUN_DIR",
+                   help="a firefly-train run folder (config.yaml, run_info.json, loss.jsonl); repeatable")
+    p.add_argument("--cmmlu", action="append", default=[], metavar="[LABEL=]JSON",
+                   help="a `firefly-eval cmmlu -o` result; repeatable, one per model")
+    p.add_argument("--leaderboard", action="append", default=[], metavar="[LABEL=]JSON",
+                   help="a `firefly-eval leaderboard -o` result; repeatable, one per model")
+    p.add_argument("--vocab-stats", metavar="JSON", help="a `firefly-train vocab stats --json` result")
+    p.add_argument("--tally", metavar="JSON", help="a `firefly-eval tally -o` result (human win/tie/loss)")
+    p.add_argument("--answers", action="append", default=[], metavar="JSONL",
+                   help="a `firefly-eval generate` answers file (listed with its sampling settings); repeatable")
+    p.add_argument("--compare", metavar="YAML",
+                   help="reference scores to show as external rows: a list of {model, source, "
+                        "cmmlu: {category|average: acc}, leaderboard: {task|average: acc}}")
+    p.add_argument("--title", default="Firefly training and evaluation report")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT.md",
+                   help="markdown file to write; figures go beside it as <stem>-<figure>.png")
+
+
+def environment() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    versions = {}
+    for lib in REPORT_LIBS:
+        try:
+            versions[lib] = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {"git_commit": commit, "versions": versions,
+            "hardware": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, "
+                        f"{os.cpu_count()} CPUs"}
+
+
+def build_figures(inp) -> dict:
+    """name -> matplotlib Figure, for each figure the inputs support."""
+    out = {}
+    if inp.runs and any(r.loss for r in inp.runs):
+        out["loss"] = figs.loss_curves([r for r in inp.runs if r.loss])
+    bench = figs.benchmarks(inp.cmmlu, inp.leaderboard)
+    if bench is not None:
+        out["benchmarks"] = bench
+    if inp.tally and inp.tally["pairs"]:
+        out["win_tie_loss"] = figs.win_tie_loss(inp.tally)
+        per_task = figs.per_task(inp.tally)
+        if per_task is not None:
+            out["per_task"] = per_task
+    return out
+
+
+def run(args) -> int:
+    output = Path(args.output)
+    if output.suffix != ".md":
+        raise FireflyError(f"-o {output}: the report is a markdown file, name it *.md")
+    inputs = collect(runs=args.run, cmmlu=args.cmmlu, leaderboard=args.leaderboard, vocab_stats=args.vocab_stats,
+                     tally=args.tally, answers=args.answers, compare=args.compare)
+    if not (inputs.runs or inputs.cmmlu or inputs.leaderboard or inputs.vocab_stats or inputs.tally or inputs.answers):
+        raise FireflyError("nothing to report: give at least one of --run, --cmmlu, --leaderboard, "
+                           "--vocab-stats, --tally, --answers")
+    names = {}
+    for name, fig in tqdm(build_figures(inputs).items(), desc="figures", unit="png"):
+        names[name] = f"{output.stem}-{name}.png"
+        figs.save(fig, output.parent / names[name])
+    for stale in output.parent.glob(f"{output.stem}-*.png"):  # figures of an earlier run this one no longer has
+        if stale.name not in names.values() and stale.stem[len(output.stem) + 1:] in figs.CAPTION_KEYS:
+            stale.unlink()
+    command = shlex.join(["firefly-eval", "report", *sys.argv[2:]]) if sys.argv[1:2] == ["report"] else \
+        "firefly-eval report (called from Python)"
+    write_text(output, render(inputs, args.title, names, command, environment()))
+    print(f"report: {output} ({len(names)} figures)")
+    return 0

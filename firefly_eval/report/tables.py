@@ -1,0 +1,162 @@
+"""The report's tables, in the seed's style, built only from validated result files.
+
+Each builder returns a `Table` of already formatted cells; `markdown.render_table` prints it. Accuracies
+are shown as percentages with two decimals, human-evaluation rates as percentages with one decimal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firefly_eval.report.collect import (CMMLU_CATEGORIES, LEADERBOARD_TASKS, Answers, BenchResult, Reference,
+                                         TrainRun)
+
+TASK_NAMES = {"arc_challenge": "ARC-Challenge", "hellaswag": "HellaSwag", "mmlu": "MMLU",
+              "truthfulqa_mc2": "TruthfulQA"}
+MISSING = "–"
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+
+def acc(v) -> str:
+    return MISSING if v is None else f"{v:.2f}"
+
+
+def pct(fraction: float) -> str:
+    return f"{100 * fraction:.1f}%"
+
+
+def duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def external(ref: Reference) -> str:
+    return f"{ref.model} (external: {ref.source})"
+
+
+def training(runs: list[TrainRun]) -> Table:
+    rows = []
+    for r in runs:
+        i = r.info
+        data = ", ".join(d["path"] for d in i["data"])
+        rows.append([r.name, i["command"], i["base_model"], i["mode"], data, str(i["steps"]), str(i["tokens"]),
+                     duration(i["train_runtime_s"]), MISSING if i.get("final_loss") is None else f"{i['final_loss']:.4f}"])
+    return Table(["run", "command", "base model", "mode", "data", "steps", "tokens", "wall time", "final loss"], rows)
+
+
+def _limit(result: BenchResult) -> str:
+    return "all" if result.data.get("limit") is None else str(result.data["limit"])
+
+
+def cmmlu(results: list[BenchResult], refs: list[Reference]) -> Table:
+    rows = [[r.label, *(acc(r.data["categories"].get(c)) for c in CMMLU_CATEGORIES), acc(r.data["average"]),
+             str(r.data["n_questions"]), _limit(r)] for r in results]
+    rows += [[external(ref), *(acc(ref.cmmlu.get(c)) for c in CMMLU_CATEGORIES), acc(ref.cmmlu.get("average")),
+              MISSING, MISSING] for ref in refs if ref.cmmlu]
+    return Table(["model", *CMMLU_CATEGORIES, "Average", "questions", "limit/subject"], rows)
+
+
+def leaderboard(results: list[BenchResult], refs: list[Reference]) -> Table:
+    first = {t: e for r in results for t, e in r.data["tasks"].items()}
+    headers = ["model"]
+    for t in LEADERBOARD_TASKS:
+        e = first.get(t)
+        headers.append(f"{TASK_NAMES[t]} ({e['shots']}-shot, {e['metric']})" if e else TASK_NAMES[t])
+    rows = []
+    for r in results:
+        cells = [r.label]
+        for t in LEADERBOARD_TASKS:
+            e = r.data["tasks"].get(t)
+            if e is None:
+                cells.append(MISSING)
+                continue
+            cell = acc(e["value"]) + (f" ± {e['stderr']:.2f}" if e.get("stderr") is not None else "")
+            if (e["shots"], e["metric"]) != (first[t]["shots"], first[t]["metric"]):
+                cell += f" ({e['shots']}-shot, {e['metric']})"
+            cells.append(cell)
+        rows.append(cells + [acc(r.data["average"]), _limit(r)])
+    rows += [[external(ref), *(acc(ref.leaderboard.get(t)) for t in LEADERBOARD_TASKS),
+              acc(ref.leaderboard.get("average")), MISSING] for ref in refs if ref.leaderboard]
+    return Table(headers + ["Average", "limit/task"], rows)
+
+
+def _pair(p: dict) -> str:
+    return f"{p['model_a']} vs {p['model_b']}"
+
+
+def win_tie_loss(tally: dict) -> Table:
+    rows = []
+    for p in tally["pairs"]:
+        scale = p["_pct_scale"]
+        lo, hi = p["win_rate_ci"]
+        rows.append([_pair(p), str(p["win"]), str(p["tie"]), str(p["loss"]), str(p["n"]),
+                     *(pct(p[f"{k}_pct"] / scale) for k in ("win", "tie", "loss")),
+                     pct(p["win_rate"]), f"[{pct(lo)}, {pct(hi)}]", f"{p['sign_test_p']:.3g}"])
+    return Table(["pair (A vs B)", "win", "tie", "loss", "n", "win %", "tie %", "loss %",
+                  "win rate (win + tie/2)", "95% CI", "sign test p"], rows)
+
+
+def per_task(tally: dict) -> Table:
+    rows = []
+    for p in tally["pairs"]:
+        for task, c in sorted((p.get("per_task") or {}).items()):
+            n = c["win"] + c["tie"] + c["loss"]
+            rows.append([_pair(p), task, str(c["win"]), str(c["tie"]), str(c["loss"]), str(n),
+                         pct((c["win"] + c["tie"] / 2) / n) if n else MISSING])
+    return Table(["pair (A vs B)", "task", "win", "tie", "loss", "n", "win rate"], rows)
+
+
+def position_bias(tally: dict) -> Table | None:
+    b = tally.get("position_bias")
+    if not b:
+        return None
+    lo, hi = b["ci"]
+    return Table(["left wins", "right wins", "ties", "left win rate", "95% CI", "p"],
+                 [[str(b["left_wins"]), str(b["right_wins"]), str(b["ties"]), pct(b["left_win_rate"]),
+                   f"[{pct(lo)}, {pct(hi)}]", f"{b['p']:.3g}"]])
+
+
+def agreement(tally: dict) -> Table | None:
+    a = tally.get("agreement")
+    if not a:
+        return None
+    kappa = lambda v: MISSING if v is None else f"{v:.3f}"  # noqa: E731
+    return Table(["Cohen's kappa", "Fleiss' kappa", "items judged by several annotators"],
+                 [[kappa(a.get("cohen_kappa")), kappa(a.get("fleiss_kappa")), str(a.get("n_items_multi", 0))]])
+
+
+def bradley_terry(tally: dict) -> Table | None:
+    bt = tally.get("bradley_terry")
+    if not bt:
+        return None
+    return Table(["model", "Bradley-Terry score", "95% CI"],
+                 [[m["model"], f"{m['score']:.3f}", f"[{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"] for m in bt])
+
+
+def tokenizer_efficiency(stats: dict) -> Table:
+    total = stats["total"]
+    rows = [[t["name"], str(t["vocab_size"]), str(total["tokens"][t["name"]]),
+             f"{total['tokens_per_char'][t['name']]:.3f}", pct(total["reduction_vs_first"][t["name"]])]
+            for t in stats["tokenizers"]]
+    return Table(["tokenizer", "vocab size", f"tokens ({total['chars']} chars)", "tokens / char",
+                  "reduction vs first"], rows)
+
+
+def tokenizer_files(stats: dict) -> Table:
+    names = [t["name"] for t in stats["tokenizers"]]
+    rows = [[f["path"], str(f["chars"]), *(str(f["tokens"][n]) for n in names)] for f in stats["files"]]
+    return Table(["file", "chars", *(f"tokens: {n}" for n in names)], rows)
+
+
+def answers(sets: list[Answers]) -> Table:
+    rows = []
+    for a in sets:
+        s = a.header.get("sampling") or {}
+        sampling = ", ".join(f"{k}={v}" for k, v in s.items()) or MISSING
+        rows.append([a.header["model"], str(a.header.get("set", MISSING)), str(a.n), sampling,
+                     str(a.header.get("seed", MISSING)), MISSING if a.mean_tokens is None else f"{a.mean_tokens:.1f}"])
+    return Table(["model", "evaluation set", "answers", "sampling", "seed", "mean tokens / answer"], rows)

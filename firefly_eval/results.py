@@ -1,0 +1,45 @@
+"""What `cmmlu` and `leaderboard` share: library versions, the result file, the printed table."""
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from pathlib import Path
+
+from firefly_train.io import write_json
+
+LIBRARIES = ("torch", "transformers", "peft", "opencompass", "lm-eval", "datasets", "firefly")
+
+
+def versions() -> dict[str, str | None]:
+    out = {"python": sys.version.split()[0]}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+def default_output(kind: str) -> Path:
+    return Path("results") / f"{kind}.json"
+
+
+def save(path: str | Path, result: dict) -> Path:
+    """Write one result JSON atomically (see docs/CONTRACTS.md)."""
+    path = Path(path)
+    write_json(path, result)
+    return path
+
+
+def format_table(title: str, rows: list[tuple[str, float | None]], footer: tuple[str, float | None]) -> str:
+    """A two-column text table: name, accuracy (percent, 2 decimals); the footer row under a rule."""
+    width = max(len(name) for name, _ in [*rows, footer, (title, None)])
+    rule = "-" * (width + 10)
+
+    def fmt(v):
+        return "     -" if v is None else f"{v:6.2f}"
+
+    lines = [f"{title:<{width}}  {'acc':>6}", rule]
+    lines += [f"{name:<{width}}  {fmt(v)}" for name, v in rows]
+    lines += [rule, f"{footer[0]:<{width}}  {fmt(footer[1])}"]
+    return "\n".join(lines)
