@@ -14,14 +14,13 @@ import os
 import platform
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from firefly_eval.report import figures as figs
 from firefly_eval.report.collect import collect
-from firefly_eval.report.markdown import render
+from firefly_eval.report.markdown import CAPTIONS, render
 from firefly_train.errors import FireflyError
 from firefly_train.io import write_text
 
@@ -64,6 +63,20 @@ def environment() -> dict:
                         f"{os.cpu_count()} CPUs"}
 
 
+def command_line(args) -> str:
+    """The exact command that regenerates this report, rebuilt from the parsed arguments."""
+    words = ["firefly-eval", "report"]
+    for flag, values in (("--run", args.run), ("--cmmlu", args.cmmlu), ("--leaderboard", args.leaderboard),
+                         ("--answers", args.answers)):
+        for v in values:
+            words += [flag, v]
+    for flag, v in (("--vocab-stats", args.vocab_stats), ("--tally", args.tally), ("--compare", args.compare),
+                    ("--title", args.title), ("-o", args.output)):
+        if v is not None:
+            words += [flag, v]
+    return shlex.join(words)
+
+
 def build_figures(inp) -> dict:
     """name -> matplotlib Figure, for each figure the inputs support."""
     out = {}
@@ -94,10 +107,8 @@ def run(args) -> int:
         names[name] = f"{output.stem}-{name}.png"
         figs.save(fig, output.parent / names[name])
     for stale in output.parent.glob(f"{output.stem}-*.png"):  # figures of an earlier run this one no longer has
-        if stale.name not in names.values() and stale.stem[len(output.stem) + 1:] in figs.CAPTION_KEYS:
+        if stale.name not in names.values() and stale.stem[len(output.stem) + 1:] in CAPTIONS:
             stale.unlink()
-    command = shlex.join(["firefly-eval", "report", *sys.argv[2:]]) if sys.argv[1:2] == ["report"] else \
-        "firefly-eval report (called from Python)"
-    write_text(output, render(inputs, args.title, names, command, environment()))
+    write_text(output, render(inputs, args.title, names, command_line(args), environment()))
     print(f"report: {output} ({len(names)} figures)")
     return 0

@@ -121,7 +121,7 @@ def read_cmmlu(spec: str) -> BenchResult:
     name = _model_label(obj, path, label)
     subjects = require(obj, "subjects", dict, path, None)
     for s in subjects:
-        _number(subjects, s, path, where=f"subjects.{s}")
+        _number(subjects, s, path, optional=True, where=f"subjects.{s}")
     cats = require(obj, "categories", dict, path, None)
     for c in cats:
         if c not in CMMLU_CATEGORIES:

@@ -41,7 +41,7 @@ def _stacked(ax, labels: list[str], counts: list[dict]) -> None:
     ax.set_xlim(0, 100)
     ax.set_xlabel("% of judgements")
     ax.invert_yaxis()
-    ax.legend(loc="lower right", ncols=3, fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
 
 
 def win_tie_loss(tally: dict) -> Figure:

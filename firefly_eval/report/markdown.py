@@ -152,6 +152,8 @@ def _versions(inp: Inputs, environment: dict) -> dict[str, dict[str, str]]:
     sources += [("report", environment.get("versions") or {})]
     for src, versions in sources:
         for lib, v in versions.items():
+            if v is None:
+                continue
             seen.setdefault(lib, {}).setdefault(str(v), []).append(src)
     return seen
 

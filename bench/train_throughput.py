@@ -1,0 +1,125 @@
+"""Training throughput: the Firefly-style QLoRA baseline against firefly-train's own step, same GPU, one run.
+
+The baseline is the code path users already have: transformers + peft + bitsandbytes NF4 (double quant,
+bf16 compute), gradient checkpointing, LoRA on all linear layers, embed_tokens/lm_head trained in full
+(peft modules_to_save), batches padded to their longest sequence, plain AdamW. Weights are random (speed
+does not depend on their values) and saved locally first. Prints tokens/s, peak memory and the ratio.
+
+    python bench/train_throughput.py --shape configs/shapes/llama2-7b.json --vocab 55296 --which both
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+
+def make_random_model(shape: Path, vocab: int, out: Path) -> Path:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if (out / "config.json").is_file():
+        return out
+    cfg = AutoConfig.for_model(**{**json.loads(shape.read_text()), "vocab_size": vocab})
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    del model
+    torch.cuda.empty_cache()
+    return out
+
+
+def sft_lengths(n: int, seed: int = 0, median: int = 300, p90: int = 900, cap: int = 1024) -> list[int]:
+    """Log-normal conversation lengths: median 300, 90th percentile 900, capped at 1024."""
+    g = torch.Generator().manual_seed(seed)
+    sigma = (math.log(p90) - math.log(median)) / 1.2815515655446004
+    z = torch.randn(n, generator=g, dtype=torch.float64)
+    return [max(8, min(cap, int(round(math.exp(math.log(median) + sigma * float(v)))))) for v in z]
+
+
+def batches(kind: str, vocab: int, seq: int, micro: int, steps: int, seed: int = 0):
+    """Yield lists of sequences (token lists); fixed = full blocks, sft = the log-normal mix."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = sft_lengths(micro * steps, seed) if kind == "sft" else [seq] * (micro * steps)
+    for i in range(steps):
+        yield [torch.randint(3, vocab, (n,), generator=g) for n in lengths[i * micro:(i + 1) * micro]]
+
+
+def pad_batch(seqs, device):
+    n = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), n, dtype=torch.long)
+    mask = torch.zeros(len(seqs), n, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def baseline(model_dir: Path, kind: str, args) -> dict:
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=q, dtype=torch.bfloat16,
+                                                 device_map={"": 0})
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.checkpointing)
+    lora = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
+                      modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    return run_loop(lambda b: model(**pad_batch(b, "cuda")).loss, opt, model, kind, args)
+
+
+def run_loop(step_loss, opt, model, kind, args) -> dict:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    torch.cuda.reset_peak_memory_stats()
+    tokens, t0, losses = 0, None, []
+    for i, b in enumerate(batches(kind, args.vocab, args.seq, args.micro_batch, args.warmup + args.steps)):
+        if i == args.warmup:
+            torch.cuda.synchronize()
+            t0, tokens = time.perf_counter(), 0
+        loss = step_loss(b)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += sum(len(s) for s in b)
+        losses.append(float(loss))
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"tokens_per_s": tokens / dt, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "trainable": trainable, "steps": args.steps, "losses": losses}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", type=Path, default=Path("configs/shapes/llama2-7b.json"))
+    ap.add_argument("--vocab", type=int, default=55296)
+    ap.add_argument("--seq", type=int, default=1024)
+    ap.add_argument("--micro-batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--kind", choices=["fixed", "sft"], default="fixed")
+    ap.add_argument("--no-checkpointing", dest="checkpointing", action="store_false")
+    ap.add_argument("--model-dir", type=Path, default=Path("/tmp/firefly-bench-model"))
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args()
+    model_dir = make_random_model(args.shape, args.vocab, args.model_dir)
+    rows = {"baseline": baseline(model_dir, args.kind, args)}
+    print(f"\n{'path':<10} {'tokens/s':>10} {'peak GiB':>9} {'trainable':>12} {'vs baseline':>12}")
+    for name, r in rows.items():
+        ratio = r["tokens_per_s"] / rows["baseline"]["tokens_per_s"]
+        print(f"{name:<10} {r['tokens_per_s']:>10.0f} {r['peak_gib']:>9.1f} {r['trainable']:>12,} {ratio:>11.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    main()

@@ -1,0 +1,315 @@
+"""`firefly-eval report` on fixture result files (contract formats): every table cell is read back from the
+markdown and checked against the files; figures are valid PNGs whose plotted data are the files' numbers."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from firefly_eval.cli import main
+from firefly_eval.report import figures
+from firefly_eval.report.cli import build_figures
+from firefly_eval.report.collect import CMMLU_CATEGORIES, LEADERBOARD_TASKS, collect
+from firefly_train.errors import InputError
+
+FIX = Path(__file__).parent / "fixtures"
+RUNS = [FIX / "runs" / "pretrain", FIX / "runs" / "sft"]
+MODELS = ["base", "tuned"]
+
+
+def load(name):
+    return json.loads((FIX / name).read_text(encoding="utf-8"))
+
+
+def argv(out: Path) -> list[str]:
+    a = ["report", "--vocab-stats", str(FIX / "vocab_stats.json"), "--tally", str(FIX / "tally.json"),
+         "--compare", str(FIX / "refs.yaml"), "-o", str(out)]
+    for r in RUNS:
+        a += ["--run", str(r)]
+    for m in MODELS:
+        a += ["--cmmlu", f"{m}={FIX / f'cmmlu_{m}.json'}", "--leaderboard", f"{m}={FIX / f'leaderboard_{m}.json'}",
+              "--answers", str(FIX / f"answers_{m}.jsonl")]
+    return a
+
+
+def parse_tables(md: str) -> dict[str, list[list[dict]]]:
+    """heading -> its tables, each a list of {header: cell} rows (cells unescaped)."""
+    out: dict[str, list[list[dict]]] = {}
+    heading, lines = None, md.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("#"):
+            heading = lines[i].lstrip("#").strip()
+        if lines[i].startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            split = lambda s: [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", s)[1:-1]]  # noqa: E731
+            headers = split(lines[i])
+            rows, i = [], i + 2
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(dict(zip(headers, split(lines[i]), strict=True)))
+                i += 1
+            out.setdefault(heading, []).append(rows)
+            continue
+        i += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "REPORT.md"
+    assert main(argv(out)) == 0
+    md = out.read_text(encoding="utf-8")
+    return out, md, parse_tables(md)
+
+
+def num(cell: str) -> float:
+    return float(cell.rstrip("%"))
+
+
+def test_training_table_is_run_info(report):
+    _, md, t = report
+    rows = t["Training"][0]
+    assert [r["run"] for r in rows] == ["pretrain", "sft"]
+    for row, run in zip(rows, RUNS):
+        info = json.loads((run / "run_info.json").read_text())
+        assert row["command"] == info["command"] and row["base model"] == info["base_model"]
+        assert row["mode"] == info["mode"] and row["data"] == info["data"][0]["path"]
+        assert int(row["steps"]) == info["steps"] and int(row["tokens"]) == info["tokens"]
+        m, s = re.fullmatch(r"(\d+)m(\d+)s", row["wall time"]).groups()
+        assert int(m) * 60 + int(s) == round(info["train_runtime_s"])
+        assert num(row["final loss"]) == info["final_loss"]
+        # the reproducibility block carries the config verbatim and the data hash
+        assert (run / "config.yaml").read_text().rstrip() in md
+        assert info["data"][0]["sha256"] in md and info["git_commit"] in md
+    assert "![Training loss per logged step" in md and "(REPORT-loss.png)" in md
+
+
+def test_cmmlu_table_matches_files_and_marks_external(report):
+    _, md, t = report
+    rows = t["CMMLU"][0]
+    for row, m in zip(rows, MODELS):
+        r = load(f"cmmlu_{m}.json")
+        assert row["model"] == m
+        for c in CMMLU_CATEGORIES:
+            assert num(row[c]) == pytest.approx(r["categories"][c], abs=0.005)
+        assert num(row["Average"]) == pytest.approx(r["average"], abs=0.005)
+        assert int(row["questions"]) == r["n_questions"] and int(row["limit/subject"]) == r["limit"]
+    refs = yaml.safe_load((FIX / "refs.yaml").read_text())
+    ext = rows[2]
+    assert ext["model"] == f"{refs[1]['model']} (external: {refs[1]['source']})"
+    assert num(ext["STEM"]) == refs[1]["cmmlu"]["STEM"] and num(ext["Average"]) == refs[1]["cmmlu"]["average"]
+    assert ext["Other"] == "–" and ext["questions"] == "–"
+    assert len(rows) == 3  # the leaderboard-only reference adds no CMMLU row
+    assert "Smoke run: `--limit 5`" in md
+
+
+def test_leaderboard_table_matches_files(report):
+    _, _, t = report
+    rows = t["Open LLM Leaderboard tasks"][0]
+    first = load("leaderboard_base.json")["tasks"]
+    header = list(rows[0])
+    names = ["ARC-Challenge", "HellaSwag", "MMLU", "TruthfulQA"]
+    assert header[1:5] == [f"{n} ({first[k]['shots']}-shot, {first[k]['metric']})" for n, k in zip(names, LEADERBOARD_TASKS)]
+    for row, m in zip(rows, MODELS):
+        r = load(f"leaderboard_{m}.json")
+        for h, k in zip(header[1:5], LEADERBOARD_TASKS):
+            value, stderr = row[h].split(" ± ")
+            assert float(value) == pytest.approx(r["tasks"][k]["value"], abs=0.005)
+            assert float(stderr) == pytest.approx(r["tasks"][k]["stderr"], abs=0.005)
+        assert row["Average"] == f"{r['average']:.2f}"  # 34.305 is printed as float formatting rounds it
+        assert int(row["limit/task"]) == r["limit"]
+    ref = yaml.safe_load((FIX / "refs.yaml").read_text())[0]
+    assert rows[2]["model"] == f"{ref['model']} (external: {ref['source']})"
+    assert [num(rows[2][h]) for h in header[1:6]] == [ref["leaderboard"][k] for k in LEADERBOARD_TASKS + ["average"]]
+
+
+def test_human_eval_tables_match_tally(report):
+    _, md, t = report
+    tally = load("tally.json")
+    wtl, = t["Human evaluation"][1:]  # [0] is the answers table
+    for row, p in zip(wtl, tally["pairs"], strict=True):
+        assert row["pair (A vs B)"] == f"{p['model_a']} vs {p['model_b']}"
+        for k in ("win", "tie", "loss", "n"):
+            assert int(row[k]) == p[k]
+        for k in ("win", "tie", "loss"):
+            assert num(row[f"{k} %"]) == pytest.approx(100 * p[f"{k}_pct"], abs=0.05)
+        assert num(row["win rate (win + tie/2)"]) == pytest.approx(100 * p["win_rate"], abs=0.05)
+        lo, hi = (num(x) for x in row["95% CI"].strip("[]").split(", "))
+        assert (lo, hi) == (pytest.approx(100 * p["win_rate_ci"][0], abs=0.05), pytest.approx(100 * p["win_rate_ci"][1], abs=0.05))
+        assert float(row["sign test p"]) == pytest.approx(p["sign_test_p"], rel=1e-3)
+    per_task = t["Per task"][0]
+    expected = [(f"{p['model_a']} vs {p['model_b']}", task, c) for p in tally["pairs"] for task, c in sorted(p["per_task"].items())]
+    assert len(per_task) == len(expected) == 4
+    for row, (pair, task, c) in zip(per_task, expected):
+        assert (row["pair (A vs B)"], row["task"]) == (pair, task)
+        assert [int(row[k]) for k in ("win", "tie", "loss")] == [c["win"], c["tie"], c["loss"]]
+        n = sum(c.values())
+        assert int(row["n"]) == n and num(row["win rate"]) == pytest.approx(100 * (c["win"] + c["tie"] / 2) / n, abs=0.05)
+    b = tally["position_bias"]
+    pb = t["Position bias"][0][0]
+    assert [int(pb[k]) for k in ("left wins", "right wins", "ties")] == [b["left_wins"], b["right_wins"], b["ties"]]
+    assert num(pb["left win rate"]) == 100 * b["left_win_rate"] and float(pb["p"]) == b["p"]
+    ag = t["Annotator agreement"][0][0]
+    assert float(ag["Cohen's kappa"]) == tally["agreement"]["cohen_kappa"] and ag["Fleiss' kappa"] == "–"
+    assert int(ag["items judged by several annotators"]) == tally["agreement"]["n_items_multi"]
+    bt = t["Bradley-Terry scores"][0]
+    assert [(r["model"], float(r["Bradley-Terry score"])) for r in bt] == [(m["model"], m["score"]) for m in tally["bradley_terry"]]
+    assert "win rate **62.3%** (95% CI 54.7%–69.3%, sign test p = 0.0019, n = 130)" in md
+
+
+def test_answers_table_matches_headers(report):
+    _, _, t = report
+    rows = t["Human evaluation"][0]
+    for row, m in zip(rows, MODELS, strict=True):
+        lines = [json.loads(x) for x in (FIX / f"answers_{m}.jsonl").read_text(encoding="utf-8").splitlines()]
+        head, items = lines[0], lines[1:]
+        assert row["model"] == head["model"] and row["evaluation set"] == head["set"]
+        assert int(row["answers"]) == len(items) and int(row["seed"]) == head["seed"]
+        assert row["sampling"] == f"do_sample=False, max_new_tokens={head['sampling']['max_new_tokens']}"
+        assert num(row["mean tokens / answer"]) == pytest.approx(sum(i["tokens"] for i in items) / len(items), abs=0.05)
+
+
+def test_tokenizer_tables_match_vocab_stats(report):
+    _, md, t = report
+    stats = load("vocab_stats.json")
+    eff, files = t["Tokenizer efficiency"]
+    for row, tok in zip(eff, stats["tokenizers"], strict=True):
+        n = tok["name"]
+        assert row["tokenizer"] == n and int(row["vocab size"]) == tok["vocab_size"]
+        assert int(row[f"tokens ({stats['total']['chars']} chars)"]) == stats["total"]["tokens"][n]
+        assert float(row["tokens / char"]) == pytest.approx(stats["total"]["tokens_per_char"][n], abs=5e-4)
+        assert num(row["reduction vs first"]) == pytest.approx(100 * stats["total"]["reduction_vs_first"][n], abs=0.05)
+    for row, f in zip(files, stats["files"], strict=True):
+        assert row["file"] == f["path"] and int(row["chars"]) == f["chars"]
+        assert {k[len("tokens: "):]: int(v) for k, v in row.items() if k.startswith("tokens: ")} == f["tokens"]
+    assert "Tokenizer `expanded` uses **47.5%** fewer tokens" in md
+
+
+def test_figures_are_valid_pngs_referenced_relatively(report):
+    out, md, _ = report
+    refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(refs) == ["REPORT-benchmarks.png", "REPORT-loss.png", "REPORT-per_task.png", "REPORT-win_tie_loss.png"]
+    for name in refs:
+        with Image.open(out.parent / name) as im:
+            im.verify()
+        with Image.open(out.parent / name) as im:
+            assert im.format == "PNG" and 300 <= im.width <= 2500 and 100 <= im.height <= 2000
+
+
+@pytest.fixture(scope="module")
+def built():
+    inp = collect(runs=[str(r) for r in RUNS], cmmlu=[f"{m}={FIX / f'cmmlu_{m}.json'}" for m in MODELS],
+                  leaderboard=[f"{m}={FIX / f'leaderboard_{m}.json'}" for m in MODELS], tally=FIX / "tally.json")
+    return build_figures(inp)
+
+
+def test_loss_figure_plots_loss_jsonl(built):
+    axes = built["loss"].axes
+    assert len(axes) == 2
+    for ax, run in zip(axes, RUNS):
+        rows = [json.loads(x) for x in (run / "loss.jsonl").read_text().splitlines()]
+        line, = ax.lines
+        assert list(line.get_xdata()) == [r["step"] for r in rows]
+        assert list(line.get_ydata()) == [r["loss"] for r in rows]
+        assert ax.get_ylabel() == "training loss" and run.name in ax.get_title()
+
+
+def _segments(ax):
+    """label -> widths of that label's bars, in row order."""
+    return {c.get_label(): [p.get_width() for p in c.patches] for c in ax.containers}
+
+
+def test_win_tie_loss_figure_is_the_tally(built):
+    ax, = built["win_tie_loss"].axes
+    pairs = load("tally.json")["pairs"]
+    seg = _segments(ax)
+    for k in ("win", "tie", "loss"):
+        assert seg[k] == pytest.approx([100 * p[k] / p["n"] for p in pairs])
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"{p['model_a']} vs {p['model_b']}" for p in pairs]
+
+
+def test_per_task_figure_is_the_breakdown(built):
+    ax, = built["per_task"].axes  # only the first pair has a per-task breakdown
+    per_task = load("tally.json")["pairs"][0]["per_task"]
+    tasks = sorted(per_task)
+    assert [t.get_text() for t in ax.get_yticklabels()] == tasks
+    seg = _segments(ax)
+    for k in ("win", "tie", "loss"):
+        assert seg[k] == pytest.approx([100 * per_task[t][k] / sum(per_task[t].values()) for t in tasks])
+
+
+def test_benchmark_figure_bars_are_the_scores(built):
+    cm_ax, lb_ax = built["benchmarks"].axes
+    for ax, kind, get in ((cm_ax, "cmmlu", lambda r: [r["categories"][c] for c in CMMLU_CATEGORIES]),
+                          (lb_ax, "leaderboard", lambda r: [r["tasks"][k]["value"] for k in LEADERBOARD_TASKS])):
+        for container, m in zip(ax.containers, MODELS, strict=True):
+            r = load(f"{kind}_{m}.json")
+            assert container.get_label() == m
+            assert [p.get_height() for p in container.patches] == get(r) + [r["average"]]
+
+
+def test_missing_sections_are_noted_not_faked(tmp_path):
+    out = tmp_path / "r.md"
+    (tmp_path / "r-benchmarks.png").write_bytes(b"stale")  # left by an earlier, fuller report
+    assert main(["report", "--run", str(RUNS[0]), "-o", str(out)]) == 0
+    md = out.read_text()
+    for flag in ("--vocab-stats", "--cmmlu", "--leaderboard", "--tally"):
+        assert f"_Not included: no `{flag}`" in md
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["r-loss.png"]
+    assert "external" not in md and "Headline" not in md
+
+
+@pytest.mark.parametrize("mutate, flag, message", [
+    (lambda d: d.pop("average"), "--cmmlu", "cmmlu.json: field 'average': missing field"),
+    (lambda d: d["categories"].update(STEM="high"), "--cmmlu", "field 'categories.STEM': expected a finite number"),
+    (lambda d: d.update(kind="leaderboard"), "--cmmlu", "field 'kind': expected kind 'cmmlu'"),
+])
+def test_bad_result_file_names_file_and_field(tmp_path, capsys, mutate, flag, message):
+    data = load("cmmlu_base.json")
+    mutate(data)
+    bad = tmp_path / "cmmlu.json"
+    bad.write_text(json.dumps(data))
+    assert main(["report", flag, str(bad), "-o", str(tmp_path / "r.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err and message in err
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_bad_loss_line_names_line(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(RUNS[0], run)
+    with open(run / "loss.jsonl", "a") as f:
+        f.write('{"step": 28, "loss": "nan"}\n')
+    with pytest.raises(InputError, match=r"loss.jsonl:7: field 'loss'"):
+        collect(runs=[str(run)])
+
+
+def test_tally_percentages_must_match_counts(tmp_path):
+    tally = load("tally.json")
+    tally["pairs"][0]["win_pct"] = 0.9
+    bad = tmp_path / "tally.json"
+    bad.write_text(json.dumps(tally))
+    with pytest.raises(InputError, match=r"field 'pairs\[0\]'"):
+        collect(tally=bad)
+
+
+def test_percent_scaled_tally_reads_the_same(tmp_path):
+    tally = load("tally.json")
+    for p in tally["pairs"]:
+        for k in ("win_pct", "tie_pct", "loss_pct"):
+            p[k] *= 100
+    path = tmp_path / "tally.json"
+    path.write_text(json.dumps(tally))
+    from firefly_eval.report.tables import win_tie_loss
+    assert win_tie_loss(collect(tally=path).tally).rows == win_tie_loss(collect(tally=FIX / "tally.json").tally).rows
+
+
+def test_saved_png_is_atomic_and_opens(tmp_path, built):
+    figures.save(built["loss"], tmp_path / "loss.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
+    with Image.open(tmp_path / "loss.png") as im:
+        assert im.format == "PNG"
