@@ -175,6 +175,12 @@ class VoteStore:
         self.set_id, self.set_hash, self._salt = meta["set_id"], meta["set_hash"], meta["salt"]
         self.pairs = all_pairs(self.models)
 
+    @classmethod
+    def open_existing(cls, path) -> "VoteStore":
+        """Open a database that already exists, for the set and models it was made for."""
+        meta = read_meta(path)
+        return cls(path, meta["set_id"], meta["set_hash"], meta["models"])
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

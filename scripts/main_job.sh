@@ -33,9 +33,9 @@ done
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-12}
 SFT_STEPS=${SFT_STEPS:-12}
 VOCAB_SIZE=${VOCAB_SIZE:-1200}
-CMMLU_LIMIT=${CMMLU_LIMIT:-4}
-LEADERBOARD_LIMIT=${LEADERBOARD_LIMIT:-4}
-MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-24}
+CMMLU_LIMIT=${CMMLU_LIMIT:-1}
+LEADERBOARD_LIMIT=${LEADERBOARD_LIMIT:-2}
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-16}
 EVAL_SET=eval_sets/zh130.jsonl
 BASE=smollm2-135m
 
@@ -81,13 +81,13 @@ answers_done() {
 
 # 1. vocabulary expansion
 V=$OUT/vocab
-stage 1 "vocab train" is_file "$V/zh_sp.model" -- \
-  $FT vocab train --input samples/vocab_zh.txt --vocab-size "$VOCAB_SIZE" -o "$V/zh_sp"
-stage 1 "vocab merge" is_file "$V/merged/tokenizer.json" -- \
-  $FT vocab merge --base "$BASE" --add "$V/zh_sp.model" -o "$V/merged"
+stage 1 "vocab train" is_file "$V/sp/chinese_sp.model" -- \
+  $FT vocab train --corpus samples/vocab_zh.txt samples/pretrain_zh.jsonl --vocab-size "$VOCAB_SIZE" -o "$V/sp"
+stage 1 "vocab merge" is_file "$V/merged/tokenizer_config.json" -- \
+  $FT vocab merge --base "$BASE" --add "$V/sp/chinese_sp.model" -o "$V/merged"
 stage 1 "vocab stats" is_file "$R/vocab_stats.json" -- \
-  $FT vocab stats --tokenizer "$BASE" --tokenizer "expanded=$V/merged" \
-      --json "$R/vocab_stats.json" samples/pretrain_zh.jsonl samples/sft_zh.jsonl
+  $FT vocab stats --tokenizer "$BASE" --tokenizer "$V/merged" \
+      --corpus samples/pretrain_zh.jsonl samples/sft_zh.jsonl --json "$R/vocab_stats.json"
 
 # 2-3. training (an interrupted run resumes from its last checkpoint)
 stage 2 pretrain checkpoint_done "$OUT/pretrain" -- \
@@ -104,7 +104,7 @@ for who in base tuned; do
   stage 5 "leaderboard ($who)" is_file "$R/leaderboard_$who.json" -- \
     $FE leaderboard --ckpt "$ckpt" "${LEADERBOARD_ARGS[@]}" --limit "$LEADERBOARD_LIMIT" -o "$R/leaderboard_$who.json"
   stage 6 "generate ($who)" answers_done "$R/answers_$who.jsonl" -- \
-    $FE generate --ckpt "$ckpt" --name "$who" --set "$EVAL_SET" --max-new-tokens "$MAX_NEW_TOKENS" \
+    $FE generate --ckpt "$ckpt" --model-name "$who" --set "$EVAL_SET" --max-new-tokens "$MAX_NEW_TOKENS" \
       -o "$R/answers_$who.jsonl"
 done
 
@@ -123,9 +123,10 @@ echo "Main job finished in $(( SECONDS - JOB_START ))s (per-stage seconds in $TI
 echo "Report: $REPORT"
 echo
 echo "Judge the two models' answers side by side (blind):"
-echo "  .venv/bin/firefly-judge add-annotator --db $R/votes.sqlite --name alice"
+echo "  .venv/bin/firefly-judge add-annotator alice --admin --db $R/votes.sqlite --set $EVAL_SET \\"
+echo "      --answers $R/answers_base.jsonl $R/answers_tuned.jsonl"
 echo "  .venv/bin/firefly-judge serve --db $R/votes.sqlite --set $EVAL_SET \\"
-echo "      --answers $R/answers_base.jsonl --answers $R/answers_tuned.jsonl"
+echo "      --answers $R/answers_base.jsonl $R/answers_tuned.jsonl"
 echo "Then tally the votes and rerun this script: completed stages are skipped and the report gains the"
 echo "human-evaluation tables:"
 echo "  .venv/bin/firefly-eval tally --db $R/votes.sqlite -o $R/tally.json && bash scripts/main_job.sh"

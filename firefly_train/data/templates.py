@@ -153,7 +153,13 @@ def _render_jinja(tokenizer, system, turns) -> tuple[str, list[tuple[int, int]]]
         if reply is not None:
             messages.append({"role": "assistant", "content": reply})
     generation = bool(turns) and turns[-1][1] is None
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+    from jinja2 import TemplateError
+
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+    except TemplateError as e:
+        raise FireflyError(f"the tokenizer's chat template rejects this conversation ({e}); "
+                           "choose a named --template") from None
     specials = _special_strings(tokenizer)
     spans, pos = [], 0
     if system is not None and system.strip():

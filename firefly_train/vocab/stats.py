@@ -118,7 +118,8 @@ def resolve_tokenizer_path(ref: str) -> Path:
 def load_counter(ref: str) -> Counter:
     path = resolve_tokenizer_path(ref)
     kind = tokenizer_kind(path)
-    name = path.stem if path.is_file() else path.name
+    # tokenizer.model files are told apart by their folder (llama2/tokenizer.model, chinese-llama2/...)
+    name = path.name if path.is_dir() else path.parent.name if path.name == SP_MODEL else path.stem
     if kind == "sentencepiece" and (path.is_file() or not (path / "tokenizer.json").is_file()):
         import sentencepiece as spm
 

@@ -1,0 +1,80 @@
+"""The configs of `firefly-train pretrain` and `sft`: every key, its default and its help, in one place.
+
+Loaded with `firefly_train.config.load_config` (YAML file + `--key value` overrides); `docs/training.md`
+is generated from these dataclasses (`firefly-train pretrain --print-keys`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _help(text: str, default=None, factory=None):
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class LoraSection:
+    r: int = _help("LoRA rank", 64)
+    alpha: int = _help("LoRA alpha (scaling = alpha / r)", 16)
+    dropout: float = _help("dropout on the LoRA input", 0.05)
+    target_modules: list[str] = _help(
+        "module names to adapt (suffix match, e.g. [q_proj, v_proj]); 'all-linear' = every nn.Linear but lm_head",
+        factory=lambda: ["all-linear"])
+
+
+@dataclass
+class TrainConfig:
+    model: str = _help("base model: embedded alias, HF folder, cached hub id, or (to continue training) a "
+                       "firefly-train checkpoint or run folder", "smollm2-135m")
+    tokenizer: str | None = _help("tokenizer folder (e.g. an expanded vocabulary); default: the model's own", None)
+    embedding_init: Literal["pieces", "mean", "random"] = _help(
+        "how rows for new tokens are initialised when the tokenizer is larger than the model", "pieces")
+    data: list[str] = _help("training files or folders", factory=list)
+    output_dir: str | None = _help("run folder (also -o/--output_dir)", None)
+    mode: Literal["qlora", "lora", "full"] = _help(
+        "qlora: 4-bit NF4 double-quant base + LoRA; lora: 16-bit base + LoRA; full: all weights", "qlora")
+    lora: LoraSection = _help("LoRA settings (qlora and lora modes)", factory=LoraSection)
+    train_embeddings: bool = _help("train embed_tokens and lm_head in full (needed after vocabulary expansion)",
+                                   False)
+    max_seq_length: int = _help("tokens per training sequence", 1024)
+    micro_batch_size: int = _help("sequences per device per forward pass", 8)
+    gradient_accumulation_steps: int = _help("micro-batches per optimizer step", 1)
+    num_epochs: float = _help("passes over the data (ignored when max_steps > 0)", 1.0)
+    max_steps: int = _help("optimizer steps to run; 0 = derive from num_epochs", 0)
+    learning_rate: float = _help("peak learning rate", 2e-4)
+    lr_scheduler: str = _help("transformers.get_scheduler name: cosine, linear, constant_with_warmup, ...", "cosine")
+    warmup_steps: int = _help("linear warmup steps (overrides warmup_ratio when > 0)", 0)
+    warmup_ratio: float = _help("warmup as a fraction of all steps", 0.0)
+    weight_decay: float = _help("AdamW weight decay", 0.0)
+    max_grad_norm: float = _help("gradient clipping norm; 0 = off", 1.0)
+    optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"] = _help(
+        "optimizer (the 8-bit and paged ones are bitsandbytes', CUDA only)", "adamw_torch")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = _help(
+        "mixed precision / 4-bit compute dtype; auto = bf16 on a GPU that supports it, else fp32", "auto")
+    gradient_checkpointing: bool = _help("recompute activations in backward to save memory", True)
+    seed: int = _help("seed for initialisation, dropout and data order", 42)
+    logging_steps: int = _help("log loss every N optimizer steps (loss.jsonl, TensorBoard)", 1)
+    save_steps: int = _help("write a resumable checkpoint every N optimizer steps", 500)
+    save_total_limit: int = _help("keep at most N checkpoints (oldest deleted); 0 = keep all", 3)
+    resume: str = _help("auto: continue from the newest complete checkpoint in output_dir; never: refuse a "
+                        "folder with checkpoints; or a checkpoint folder", "auto")
+    deepspeed: str | None = _help("DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json); needs the "
+                                  "'deepspeed' extra", None)
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    num_proc: int = _help("processes for tokenization (cached by tokenizer and file hash)", 2)
+
+
+@dataclass
+class SftConfig(TrainConfig):
+    template: str = _help("chat template: auto (the tokenizer's own), or a registry name (llama2, qwen, "
+                          "baichuan2, internlm2, falcon, firefly, ...)", "auto")
+    packing: bool = _help("pack several conversations into one row (no cross-sample attention)", False)
+
+
+CONFIGS = {"pretrain": PretrainConfig, "sft": SftConfig}

@@ -1,0 +1,16 @@
+"""`firefly-judge export --db DB -o votes.csv`: every vote, one row each."""
+from __future__ import annotations
+
+from firefly_eval.votes import read_votes, write_votes_csv
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--db", required=True, help="votes database")
+    parser.add_argument("-o", "--output", required=True, help="CSV file to write")
+
+
+def run(args) -> int:
+    votes = read_votes(args.db)
+    write_votes_csv(args.output, votes)
+    print(f"wrote {len(votes)} votes to {args.output}")
+    return 0

@@ -1,0 +1,60 @@
+"""Collation: exact padded batches; packed rows give each sample the same loss as on its own."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from firefly_train.data.collate import packed_collate, pad_collate
+from firefly_train.data.templates import encode_conversation, get_template
+
+X = -100
+
+
+def test_pad_collate_exact():
+    batch = [{"input_ids": [5, 6, 7], "labels": [X, 6, 7]}, {"input_ids": torch.tensor([8]), "labels": [8]}]
+    out = pad_collate(batch, pad_id=0)
+    assert out["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert out["labels"].tolist() == [[X, 6, 7], [8, X, X]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert all(v.dtype == torch.long for v in out.values())
+
+
+def test_packed_collate_exact():
+    batch = [{"input_ids": [5, 6, 7], "labels": [X, 6, 7]}, {"input_ids": torch.tensor([8, 9]), "labels": [8, 9]}]
+    out = packed_collate(batch)
+    assert set(out) == {"input_ids", "labels", "position_ids"}  # no attention_mask
+    assert out["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert out["labels"].tolist() == [[X, 6, 7, X, 9]]  # each sample's first token never predicted
+    assert out["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_loss_equals_unpacked_loss(tiny_llama, attn):
+    from transformers import AutoModelForCausalLM
+
+    from firefly_train.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32, attn_implementation=attn).eval()
+    template = get_template("auto", tok)
+    convs = [[("1+1等于几？", "等于2。")],
+             [("中国的首都是哪里？", "北京。"), ("日本呢？", "东京。")],
+             [("把“谢谢”翻译成英文。", "Thank you.")]]
+    batch = []
+    for turns in convs:
+        ids, labels = encode_conversation(template, tok, None, turns)
+        batch.append({"input_ids": ids, "labels": labels})
+
+    packed = packed_collate(batch)
+    with torch.no_grad():
+        logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
+        offset = 0
+        for item in batch:
+            n = len(item["input_ids"])
+            alone = model(input_ids=torch.tensor([item["input_ids"]]), labels=torch.tensor([item["labels"]])).loss
+            # next-token loss of this sample, read from the packed row
+            targets = packed["labels"][0, offset + 1: offset + n]
+            in_packed = F.cross_entropy(logits[offset: offset + n - 1], targets, ignore_index=X)
+            torch.testing.assert_close(in_packed, alone, atol=1e-5, rtol=0)
+            offset += n
