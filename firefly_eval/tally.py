@@ -155,7 +155,7 @@ def format_table(result: dict) -> str:
                f"left share {_fmt(pb['left_win_rate'])}"
                + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f}, p = {pb['p']:.3g})" if ci else ""))
     ag = result["agreement"]
-    out.append(f"agreement on {ag['n_items_multi']} multiply judged items: Cohen's kappa {_fmt(ag['cohen_kappa'])}, "
+    out.append(f"agreement on {ag['n_items_multi']} (item, pair) units judged more than once: Cohen's kappa {_fmt(ag['cohen_kappa'])}, "
                f"Fleiss' kappa {_fmt(ag['fleiss_kappa'])}" + (f" ({ag['reason']})" if ag["reason"] else ""))
     if result["bradley_terry"]:
         out.append("Bradley-Terry (geometric mean 1; Elo scale):")

@@ -32,7 +32,7 @@ done
 # Sizes tuned to finish in about 10 minutes on 2 CPU cores (see docs/report.md for the measurements).
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-12}
 SFT_STEPS=${SFT_STEPS:-12}
-VOCAB_SIZE=${VOCAB_SIZE:-1200}
+VOCAB_SIZE=${VOCAB_SIZE:-1600}
 CMMLU_LIMIT=${CMMLU_LIMIT:-1}
 LEADERBOARD_LIMIT=${LEADERBOARD_LIMIT:-2}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-16}
@@ -82,16 +82,16 @@ answers_done() {
 # 1. vocabulary expansion
 V=$OUT/vocab
 stage 1 "vocab train" is_file "$V/sp/chinese_sp.model" -- \
-  $FT vocab train --corpus samples/vocab_zh.txt samples/pretrain_zh.jsonl --vocab-size "$VOCAB_SIZE" -o "$V/sp"
-stage 1 "vocab merge" is_file "$V/merged/tokenizer_config.json" -- \
-  $FT vocab merge --base "$BASE" --add "$V/sp/chinese_sp.model" -o "$V/merged"
+  $FT vocab train --corpus samples/vocab_zh.txt --vocab-size "$VOCAB_SIZE" -o "$V/sp"
+stage 1 "vocab merge" is_file "$V/smollm2-135m-zh/tokenizer_config.json" -- \
+  $FT vocab merge --base "$BASE" --add "$V/sp/chinese_sp.model" -o "$V/smollm2-135m-zh"
 stage 1 "vocab stats" is_file "$R/vocab_stats.json" -- \
-  $FT vocab stats --tokenizer "$BASE" --tokenizer "$V/merged" \
-      --corpus samples/pretrain_zh.jsonl samples/sft_zh.jsonl --json "$R/vocab_stats.json"
+  $FT vocab stats --tokenizer "$BASE" --tokenizer "$V/smollm2-135m-zh" \
+      --corpus samples/pretrain_zh.jsonl --json "$R/vocab_stats.json"
 
 # 2-3. training (an interrupted run resumes from its last checkpoint)
 stage 2 pretrain checkpoint_done "$OUT/pretrain" -- \
-  $FT pretrain configs/main_job/pretrain.yaml --tokenizer "$V/merged" --max_steps "$PRETRAIN_STEPS" -o "$OUT/pretrain"
+  $FT pretrain configs/main_job/pretrain.yaml --tokenizer "$V/smollm2-135m-zh" --max_steps "$PRETRAIN_STEPS" -o "$OUT/pretrain"
 stage 3 sft checkpoint_done "$OUT/sft" -- \
   $FT sft configs/main_job/sft.yaml --model "$OUT/pretrain" --max_steps "$SFT_STEPS" -o "$OUT/sft"
 

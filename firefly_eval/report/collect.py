@@ -184,6 +184,14 @@ def read_vocab_stats(path: str | Path) -> dict:
     return obj
 
 
+def _interval(obj: dict, key: str, path, where: str) -> None:
+    """[lo, hi] or null (a statistic that is undefined for the votes at hand)."""
+    ci = obj.get(key)
+    if ci is not None and not (isinstance(ci, list) and len(ci) == 2
+                               and all(isinstance(v, NUM) and not isinstance(v, bool) for v in ci)):
+        raise InputError(path, "expected [lo, hi] or null", field=where)
+
+
 def _pct_scale(pair: dict, path, i: int) -> float:
     """The tally's *_pct fields: fractions or percentages; check they match the counts, return the scale."""
     n = pair["n"]
@@ -209,21 +217,21 @@ def read_tally(path: str | Path) -> dict:
                 raise InputError(path, "expected an integer", field=f"{where}.{key}")
         if p["win"] + p["tie"] + p["loss"] != p["n"] or p["n"] <= 0:
             raise InputError(path, "win + tie + loss must equal n (> 0)", field=f"{where}.n")
-        for key in ("win_pct", "tie_pct", "loss_pct", "win_rate", "sign_test_p"):
+        for key in ("win_pct", "tie_pct", "loss_pct", "win_rate"):
             _number(p, key, path, where=f"{where}.{key}")
-        ci = p.get("win_rate_ci")
-        if not (isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, NUM) for v in ci)):
-            raise InputError(path, "expected [lo, hi]", field=f"{where}.win_rate_ci")
+        _number(p, "sign_test_p", path, optional=True, where=f"{where}.sign_test_p")  # null: no decisive votes
+        _interval(p, "win_rate_ci", path, f"{where}.win_rate_ci")
         p["_pct_scale"] = _pct_scale(p, path, i)
         for task, c in (p.get("per_task") or {}).items():
             if not (isinstance(c, dict) and all(isinstance(c.get(k), int) for k in ("win", "tie", "loss"))):
                 raise InputError(path, "expected {win, tie, loss} integers", field=f"{where}.per_task.{task}")
     bias = obj.get("position_bias")
     if bias:
-        for key in ("left_wins", "right_wins", "ties", "left_win_rate", "p"):
+        for key in ("left_wins", "right_wins", "ties"):
             _number(bias, key, path, where=f"position_bias.{key}")
-        if not (isinstance(bias.get("ci"), list) and len(bias["ci"]) == 2):
-            raise InputError(path, "expected [lo, hi]", field="position_bias.ci")
+        for key in ("left_win_rate", "p"):  # null when no vote chose a side
+            _number(bias, key, path, optional=True, where=f"position_bias.{key}")
+        _interval(bias, "ci", path, "position_bias.ci")
     for i, m in enumerate(obj.get("bradley_terry") or []):
         if not (isinstance(m, dict) and isinstance(m.get("model"), str) and isinstance(m.get("ci"), list)):
             raise InputError(path, "expected {model, score, ci}", field=f"bradley_terry[{i}]")

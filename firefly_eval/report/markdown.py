@@ -8,7 +8,7 @@ import json
 
 from firefly_eval.report import tables
 from firefly_eval.report.collect import Inputs
-from firefly_eval.report.tables import Table, acc, duration, pct
+from firefly_eval.report.tables import Table, acc, duration, interval, p_value, pct
 
 CAPTIONS = {
     "loss": "Training loss per logged step (from each run's loss.jsonl).",
@@ -69,9 +69,8 @@ def summary(inp: Inputs) -> list[str]:
         heads.append(f"Leaderboard average of `{r.label}`: **{acc(r.data['average'])}** ({len(r.data['tasks'])} tasks{limit})")
     if inp.tally:
         for p in inp.tally["pairs"]:
-            lo, hi = p["win_rate_ci"]
             heads.append(f"`{p['model_a']}` vs `{p['model_b']}`: win rate **{pct(p['win_rate'])}** "
-                         f"(95% CI {pct(lo)}–{pct(hi)}, sign test p = {p['sign_test_p']:.3g}, n = {p['n']})")
+                         f"(95% CI {interval(p['win_rate_ci'])}, sign test p = {p_value(p['sign_test_p'])}, n = {p['n']})")
     if inp.vocab_stats:
         first = inp.vocab_stats["tokenizers"][0]["name"]
         for t in inp.vocab_stats["tokenizers"][1:]:

@@ -25,8 +25,16 @@ def acc(v) -> str:
     return MISSING if v is None else f"{v:.2f}"
 
 
-def pct(fraction: float) -> str:
-    return f"{100 * fraction:.1f}%"
+def pct(fraction: float | None) -> str:
+    return MISSING if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def interval(ci: list | None) -> str:
+    return MISSING if ci is None else f"[{pct(ci[0])}, {pct(ci[1])}]"
+
+
+def p_value(p: float | None) -> str:
+    return MISSING if p is None else f"{p:.3g}"
 
 
 def duration(seconds: float) -> str:
@@ -92,10 +100,9 @@ def win_tie_loss(tally: dict) -> Table:
     rows = []
     for p in tally["pairs"]:
         scale = p["_pct_scale"]
-        lo, hi = p["win_rate_ci"]
         rows.append([_pair(p), str(p["win"]), str(p["tie"]), str(p["loss"]), str(p["n"]),
                      *(pct(p[f"{k}_pct"] / scale) for k in ("win", "tie", "loss")),
-                     pct(p["win_rate"]), f"[{pct(lo)}, {pct(hi)}]", f"{p['sign_test_p']:.3g}"])
+                     pct(p["win_rate"]), interval(p["win_rate_ci"]), p_value(p["sign_test_p"])])
     return Table(["pair (A vs B)", "win", "tie", "loss", "n", "win %", "tie %", "loss %",
                   "win rate (win + tie/2)", "95% CI", "sign test p"], rows)
 
@@ -114,10 +121,9 @@ def position_bias(tally: dict) -> Table | None:
     b = tally.get("position_bias")
     if not b:
         return None
-    lo, hi = b["ci"]
     return Table(["left wins", "right wins", "ties", "left win rate", "95% CI", "p"],
                  [[str(b["left_wins"]), str(b["right_wins"]), str(b["ties"]), pct(b["left_win_rate"]),
-                   f"[{pct(lo)}, {pct(hi)}]", f"{b['p']:.3g}"]])
+                   interval(b["ci"]), p_value(b["p"])]])
 
 
 def agreement(tally: dict) -> Table | None:

@@ -138,3 +138,65 @@ def server_factory(tmp_path):
     yield make
     for s in servers:
         s.stop()
+
+
+class HttpSession:
+    """One browser tab's traffic, by hand: the page config and queued events over raw HTTP (what the
+    Gradio frontend sends and receives). `raw` keeps every byte received, to search for leaks."""
+
+    def __init__(self, url: str):
+        import requests
+        import uuid
+
+        self.url, self.http = url, requests.Session()
+        self.http.trust_env = False
+        self.session_hash = uuid.uuid4().hex[:11]
+        self.raw: list[str] = []
+        self.config = self.get("/config").json()
+        self.deps = {d["api_name"]: d for d in self.config["dependencies"] if d.get("api_name")}
+
+    def get(self, path: str):
+        r = self.http.get(self.url + path, timeout=30)
+        r.raise_for_status()
+        self.raw.append(r.text)
+        return r
+
+    def call(self, api_name: str, *values) -> dict:
+        """Run an event as the frontend does; returns the final `process_completed` message."""
+        dep = self.deps[api_name]
+        data = list(values) + [None] * (len(dep["inputs"]) - len(values))  # state inputs are sent as null
+        r = self.http.post(self.url + "/gradio_api/queue/join", timeout=30,
+                           json={"data": data, "fn_index": dep["id"], "session_hash": self.session_hash,
+                                 "event_data": None, "trigger_id": dep["targets"][0][0] if dep["targets"] else None})
+        r.raise_for_status()
+        self.raw.append(r.text)
+        event_id = r.json()["event_id"]
+        with self.http.get(self.url + "/gradio_api/queue/data", params={"session_hash": self.session_hash},
+                           stream=True, timeout=60) as stream:
+            for line in stream.iter_lines(decode_unicode=True):
+                if not line:
+                    continue
+                self.raw.append(line)
+                if line.startswith("data:"):
+                    msg = json.loads(line[5:])
+                    if msg.get("msg") == "process_completed" and msg.get("event_id") == event_id:
+                        return msg
+        raise RuntimeError(f"no result for {api_name}")
+
+    def outputs(self, msg: dict) -> list:
+        return msg["output"].get("data", []) if msg.get("success") else []
+
+    def text(self, msg: dict) -> str:
+        return json.dumps(self.outputs(msg), ensure_ascii=False)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium driven by playwright (never `playwright install`)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()

@@ -45,16 +45,16 @@ def test_view_hides_model_names_and_maps_sides(judging):
 def test_vote_resume_and_idempotent(judging):
     judging.store.add_annotator("alice")
     first = judging.next_task("alice")
-    v = judging.vote("alice", first.handle, "A", comment="  好  ")
+    v = judging.vote("alice", first.handle, "A", True, False, comment="  好  ")
     assert (v.choice, v.left_model, v.comment) == ("left", first.left_model, "好")
-    judging.vote("alice", first.handle, "A", comment="好")  # re-sent: same row
+    judging.vote("alice", first.handle, "A", True, False, comment="好")  # re-sent: same row
     assert judging.progress("alice") == (1, 12)
     # a fresh Judging on the same database (a server restart) resumes at the next item
     again = Judging(judging.set, list(judging.answers.values()), judging.store)
     second = again.next_task("alice")
     assert second.handle == judging.queue("alice")[1][0] + "#0"
-    again.vote("alice", second.handle, "B")
-    again.vote("alice", first.handle, "tie")  # changing an earlier vote replaces it
+    again.vote("alice", second.handle, "B", True, True)
+    again.vote("alice", first.handle, "tie", True, False)  # changing an earlier vote replaces it
     assert [(x.item_id, x.choice) for x in judging.store.votes_of("alice")] == [
         (second.item.id, "right"), (first.item.id, "tie")]
 

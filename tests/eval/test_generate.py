@@ -1,8 +1,6 @@
 import json
 from pathlib import Path
 
-import pytest
-
 from firefly_eval.cli import main
 from firefly_eval.eval_set import load_answers, load_set
 from firefly_eval.generate import default_model_name, item_seed
@@ -99,10 +97,32 @@ def test_bad_flags(tiny_llama, tmp_path, capsys):
     assert "sampling needs" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_embedded_model_answers_in_chinese(tmp_path):
+def test_embedded_model_answers_the_set(tmp_path):
     out = tmp_path / "smol.jsonl"
     assert main(["generate", "--ckpt", "smollm2-135m", "--set", str(TINY), "-o", str(out),
                  "--max-new-tokens", "48", "--batch-size", "6"]) == 0
     answers = load_answers(out, load_set(TINY))
     assert answers.model == "smollm2-135m" and all(answers.by_id.values())
+    assert all(1 <= r["tokens"] <= 48 for r in lines(out)[1:])
+
+
+def test_lora_checkpoint_run_folder(tiny_llama, tmp_path):
+    """A firefly-train run folder (LoRA adapter in final/) answers through checkpoints.load."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final = tmp_path / "run7" / "final"
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(r=4, target_modules=["q_proj"]))
+    model.save_pretrained(final)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.save_pretrained(final)
+    (final / "firefly_checkpoint.json").write_text(json.dumps(
+        {"format": 1, "base_model": str(tiny_llama), "mode": "lora", "vocab_size": len(tok), "step": 1,
+         "train_embeddings": False}), encoding="utf-8")
+    out = tmp_path / "lora.jsonl"
+    assert main(["generate", "--ckpt", str(tmp_path / "run7"), "--set", str(TINY), "-o", str(out),
+                 "--max-new-tokens", "4", "--limit", "2"]) == 0
+    header, *rows = lines(out)
+    assert header["model"] == "run7" and header["ckpt"] == str(tmp_path / "run7") and len(rows) == 2

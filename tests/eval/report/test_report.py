@@ -136,7 +136,7 @@ def test_human_eval_tables_match_tally(report):
         for k in ("win", "tie", "loss", "n"):
             assert int(row[k]) == p[k]
         for k in ("win", "tie", "loss"):
-            assert num(row[f"{k} %"]) == pytest.approx(100 * p[f"{k}_pct"], abs=0.05)
+            assert row[f"{k} %"] == f"{p[f'{k}_pct']:.1f}%"  # the tally writes percentages
         assert num(row["win rate (win + tie/2)"]) == pytest.approx(100 * p["win_rate"], abs=0.05)
         lo, hi = (num(x) for x in row["95% CI"].strip("[]").split(", "))
         assert (lo, hi) == (pytest.approx(100 * p["win_rate_ci"][0], abs=0.05), pytest.approx(100 * p["win_rate_ci"][1], abs=0.05))
@@ -158,7 +158,7 @@ def test_human_eval_tables_match_tally(report):
     assert int(ag["items judged by several annotators"]) == tally["agreement"]["n_items_multi"]
     bt = t["Bradley-Terry scores"][0]
     assert [(r["model"], float(r["Bradley-Terry score"])) for r in bt] == [(m["model"], m["score"]) for m in tally["bradley_terry"]]
-    assert "win rate **62.3%** (95% CI 54.7%–69.3%, sign test p = 0.0019, n = 130)" in md
+    assert "win rate **62.3%** (95% CI [54.7%, 69.3%], sign test p = 0.0019, n = 130)" in md
 
 
 def test_answers_table_matches_headers(report):
@@ -290,18 +290,18 @@ def test_bad_loss_line_names_line(tmp_path):
 
 def test_tally_percentages_must_match_counts(tmp_path):
     tally = load("tally.json")
-    tally["pairs"][0]["win_pct"] = 0.9
+    tally["pairs"][0]["win_pct"] = 90.0
     bad = tmp_path / "tally.json"
     bad.write_text(json.dumps(tally))
     with pytest.raises(InputError, match=r"field 'pairs\[0\]'"):
         collect(tally=bad)
 
 
-def test_percent_scaled_tally_reads_the_same(tmp_path):
+def test_fraction_scaled_tally_reads_the_same(tmp_path):
     tally = load("tally.json")
     for p in tally["pairs"]:
         for k in ("win_pct", "tie_pct", "loss_pct"):
-            p[k] *= 100
+            p[k] /= 100
     path = tmp_path / "tally.json"
     path.write_text(json.dumps(tally))
     from firefly_eval.report.tables import win_tie_loss

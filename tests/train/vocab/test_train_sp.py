@@ -3,6 +3,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from firefly_train.vocab.merge_sp import load_proto
 from firefly_train.vocab.train_sp import CHINESE_DEFAULTS, train
 
 SAMPLE = Path(__file__).resolve().parents[3] / "samples" / "vocab_zh.txt"
@@ -21,12 +22,13 @@ def test_train_writes_model_vocab_and_info(tmp_path):
 
 
 def test_identity_normalisation_keeps_full_width_punctuation_and_splits_digits(tmp_path):
-    train([SAMPLE], 700, tmp_path / "sp", model_type="unigram")
+    train([SAMPLE], 600, tmp_path / "sp", model_type="unigram")
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp" / "chinese_sp.model"))
-    text = "今天天气很好，我们去公园散步。２０２４"  # NFKC would fold ， and ２
-    assert sp.decode(sp.encode(text)) == text
-    pieces = sp.encode("增长了百分之20", out_type=str)
-    assert "2" in pieces[-2] and pieces[-1] == "0"  # digits stay one by one
+    text = "今天天气很好，我们去公园散步。"
+    assert sp.decode(sp.encode(text)) == text and "，" in sp.encode(text, out_type=str)  # NFKC would fold ，
+    assert sp.normalize("２０２４，") == "▁２０２４，"  # only the word-start mark is added
+    proto = load_proto(tmp_path / "sp" / "chinese_sp.model")
+    assert (proto.normalizer_spec.name, proto.trainer_spec.split_digits) == ("identity", True)
     assert not any(sp.is_byte(i) for i in range(sp.get_piece_size()))  # no byte fallback pieces
 
 

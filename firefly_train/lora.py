@@ -1,0 +1,171 @@
+"""Load a base model for training (4-bit NF4 double-quant, 16-bit, or full) and attach LoRA.
+
+`resolve_sources` works out which base, adapter and tokenizer a config means (a plain model, or a
+firefly-train checkpoint to continue); `build_model` loads the base on the given device, grows the
+vocabulary when the tokenizer is larger, and attaches (or reloads) the adapter. Trained embeddings are
+peft `modules_to_save`, so they are saved in full in `adapter_model.safetensors` and load back with
+`PeftModel.from_pretrained`; tied input/output embeddings (SmolLM2) stay tied.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from firefly_train.errors import FireflyError
+from firefly_train.models import load_tokenizer, resolve_checkpoint
+
+
+@dataclass
+class Sources:
+    base_ref: str  # what firefly_checkpoint.json records as base_model
+    base: Path  # HF folder of the base weights
+    adapter: Path | None  # adapter to continue from (sft after pretrain), None for a fresh one
+    tokenizer: Path
+    train_embeddings: bool
+
+
+def _ref_string(ref: str) -> str:
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.exists() else ref
+
+
+def resolve_sources(cfg) -> Sources:
+    """The base, adapter and tokenizer a config trains from (a checkpoint's own tokenizer when continuing)."""
+    ck = resolve_checkpoint(cfg.model)
+    if ck.adapter is not None:
+        if cfg.mode == "full":
+            raise FireflyError(f"model {cfg.model} is a LoRA checkpoint: continue it with mode qlora or lora, "
+                               "or merge it first (firefly-train merge) for full training")
+        base_ref = ck.meta["base_model"]
+        train_embeddings = cfg.train_embeddings or bool(ck.meta.get("train_embeddings"))
+    else:
+        base_ref = str(ck.base.resolve()) if ck.meta else _ref_string(cfg.model)
+        train_embeddings = cfg.train_embeddings
+    tokenizer = Path(cfg.tokenizer).expanduser() if cfg.tokenizer else ck.tokenizer
+    if not tokenizer.is_dir():
+        raise FireflyError(f"tokenizer folder {tokenizer} not found")
+    return Sources(base_ref, ck.base, ck.adapter, tokenizer, train_embeddings)
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def load_base(folder: Path, mode: str, dtype: torch.dtype, device: torch.device):
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs = {}
+    if mode == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+        kwargs["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), dtype=torch.float32 if mode == "full" else dtype, **kwargs)
+    model.config.use_cache = False
+    return model
+
+
+def grow_vocabulary(model, tokenizer, base_folder: Path, method: str) -> None:
+    """Resize embed_tokens / lm_head to the tokenizer; new rows initialised from the old tokenizer's pieces."""
+    if importlib.util.find_spec("firefly_train.vocab.embeddings") is not None:
+        from firefly_train.vocab.embeddings import resize_and_init
+
+        resize_and_init(model, load_tokenizer(base_folder), tokenizer, method=method)
+    else:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=method != "random")
+
+
+def _short_name(model, module) -> str:
+    return next(name for name, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
+
+
+def check_targets(model, targets: list[str]) -> None:
+    names = [name for name, _ in model.named_modules()]
+    for t in targets:
+        if t != "all-linear" and not any(n == t or n.endswith("." + t) for n in names):
+            kinds = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+            raise FireflyError(f"LoRA target '{t}' matches no module of the model (its linear layers: "
+                               f"{', '.join(kinds)})")
+
+
+def embeddings_tied(model) -> bool:
+    out = model.get_output_embeddings()
+    return out is not None and out.weight is model.get_input_embeddings().weight
+
+
+def lora_config(model, cfg, train_embeddings: bool):
+    from peft import LoraConfig
+
+    targets = cfg.lora.target_modules
+    check_targets(model, targets)
+    save = None
+    if train_embeddings:
+        save = [_short_name(model, model.get_input_embeddings()), _short_name(model, model.get_output_embeddings())]
+    return LoraConfig(
+        r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        modules_to_save=save, ensure_weight_tying=bool(save) and embeddings_tied(model), task_type="CAUSAL_LM")
+
+
+def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch.dtype,
+                adapter: Path | None = None, weights: Path | None = None):
+    """The model ready to train. `adapter`/`weights`: a checkpoint to resume (LoRA / full mode)."""
+    model = load_base(weights or src.base, cfg.mode, dtype, device)
+    n_rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > n_rows:
+        if cfg.mode != "full" and not src.train_embeddings:
+            raise FireflyError(
+                f"tokenizer {src.tokenizer} has {len(tokenizer)} tokens but the model has {n_rows} embedding "
+                "rows: an expanded vocabulary must be trained, set train_embeddings: true")
+        grow_vocabulary(model, tokenizer, src.base, cfg.embedding_init)
+    gc_kwargs = {"use_reentrant": False}
+    if cfg.mode == "full":
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        return model.to(device)
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.mode == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs=gc_kwargs)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    adapter = adapter or src.adapter
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    else:
+        model = get_peft_model(model, lora_config(model, cfg, src.train_embeddings))
+    return model.to(device)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total), counting 4-bit packed weights at their real size."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float, device: torch.device):
+    if name == "adamw_torch":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if device.type != "cuda":
+        raise FireflyError(f"optimizer {name} (bitsandbytes) needs a CUDA GPU; use optimizer: adamw_torch on "
+                           f"{device.type}")
+    import bitsandbytes as bnb
+
+    cls = {"adamw_8bit": bnb.optim.AdamW8bit, "paged_adamw_8bit": bnb.optim.PagedAdamW8bit,
+           "paged_adamw_32bit": bnb.optim.PagedAdamW32bit}[name]
+    return cls(params, lr=lr, weight_decay=weight_decay)
+

@@ -1,0 +1,27 @@
+"""`firefly-train sft`: multi-turn instruction tuning, loss on the assistant replies only."""
+from __future__ import annotations
+
+from functools import partial
+
+from firefly_train.recipes.train_common import ACCEPTS_OVERRIDES, add_arguments, keys_table, load  # noqa: F401
+from firefly_train.train_config import SftConfig
+
+
+def conversations(cfg, tokenizer):
+    from firefly_train.data.collate import packed_collate, pad_collate
+    from firefly_train.data.sft import build_sft_dataset
+    from firefly_train.data.templates import get_template
+
+    items, stats = build_sft_dataset(cfg.data, tokenizer, get_template(cfg.template, tokenizer), cfg.max_seq_length)
+    return items, packed_collate if cfg.packing else partial(pad_collate, pad_id=tokenizer.pad_token_id), stats
+
+
+def run(args):
+    if args.print_keys:
+        print(keys_table(SftConfig))
+        return 0
+    from firefly_train.trainer import train
+
+    info = train(load(SftConfig, args), "sft", conversations)
+    print(f"sft: {info['steps']} steps, {info['tokens']} tokens, final loss {info['final_loss']:.4f}, "
+          f"{info['dropped_conversations']} conversations dropped (no trainable token)")

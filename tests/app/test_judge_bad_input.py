@@ -1,0 +1,121 @@
+"""firefly-judge on bad input: one clear line naming file and line, exit 2, the database untouched."""
+import csv
+import hashlib
+
+import pytest
+
+from conftest import MODELS, write_answers, write_set
+from firefly_eval.votes import VoteStore, read_votes
+from human_eval_app.cli import main
+
+
+def _serve(set_path, answers, db):
+    return main(["--set", str(set_path), "--answers", *map(str, answers), "--db", str(db)])
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def voted_db(judge_files):
+    """The database after one vote, closed (so the file holds everything)."""
+    set_path, answers, db = judge_files
+    from human_eval_app.session import Judging
+
+    j = Judging.open(set_path, answers, db)
+    j.store.add_annotator("alice")
+    j.vote("alice", "item-002#0", "A")
+    j.store.close()
+    return db
+
+
+def _check(capsys, rc, *needles):
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+
+
+def test_malformed_set_names_file_and_line(judge_files, capsys):
+    set_path, answers, db = judge_files
+    lines = set_path.read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2][:-5]
+    set_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _check(capsys, _serve(set_path, answers, db), "mini.jsonl:3", "invalid JSON")
+    assert not db.exists()
+
+
+def test_malformed_answers_names_file_and_line(judge_files, voted_db, capsys):
+    set_path, answers, db = judge_files
+    before = _sha(db)
+    lines = answers[1].read_text(encoding="utf-8").splitlines()
+    lines[4] = '{"id": "item-003"}'
+    answers[1].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _check(capsys, _serve(set_path, answers, db), "tuned.jsonl:5", "answer")
+    assert _sha(db) == before
+
+
+def test_answers_not_covering_the_set(judge_files, capsys):
+    set_path, answers, db = judge_files
+    lines = answers[0].read_text(encoding="utf-8").splitlines()
+    answers[0].write_text("\n".join(lines[:-2]) + "\n", encoding="utf-8")
+    _check(capsys, _serve(set_path, answers, db), "does not answer every item", "item-010, item-011")
+    assert not db.exists()
+
+
+def test_database_from_another_set(judge_files, voted_db, tmp_path, capsys):
+    set_path, answers, db = judge_files
+    before, votes = _sha(db), read_votes(db)
+    other = write_set(tmp_path / "other.jsonl", 5)
+    other_answers = [write_answers(tmp_path / f"o{k}.jsonl", other, m, right=k == 1) for k, m in enumerate(MODELS)]
+    _check(capsys, _serve(other, other_answers, db), "database was made for set mini")
+    assert _sha(db) == before and read_votes(db) == votes
+
+
+def test_answers_for_another_set(judge_files, tmp_path, capsys):
+    set_path, answers, db = judge_files
+    other = write_set(tmp_path / "other.jsonl", 12)
+    json_lines = other.read_text(encoding="utf-8").splitlines()
+    json_lines[0] = json_lines[0].replace("第0题", "第零题")
+    other.write_text("\n".join(json_lines) + "\n", encoding="utf-8")
+    _check(capsys, _serve(other, answers, db), "answers a different evaluation set")
+    assert not db.exists()
+
+
+def test_model_pairs_needed(judge_files, capsys):
+    set_path, answers, db = judge_files
+    _check(capsys, _serve(set_path, answers[:1], db), "at least two answer files")
+    _check(capsys, _serve(set_path, [answers[0], answers[0]], db), "same model")
+    assert not db.exists()
+
+
+def test_not_a_votes_database(judge_files, capsys):
+    set_path, answers, db = judge_files
+    db.write_text("hello\n")
+    _check(capsys, _serve(set_path, answers, db), "votes.sqlite")
+    assert db.read_text() == "hello\n"
+
+
+def test_add_annotator_and_export(judge_files, voted_db, tmp_path, capsys):
+    set_path, answers, db = judge_files
+    _check(capsys, main(["add-annotator", "bob", "--db", str(tmp_path / "none.sqlite")]), "no votes database")
+    _check(capsys, main(["add-annotator", "alice", "--db", str(db)]), "already exists")
+    assert main(["add-annotator", "bob", "--db", str(db), "--admin"]) == 0
+    token = capsys.readouterr().out.strip()
+    with VoteStore.open_existing(db) as store:
+        assert store.annotator_for(token) == ("bob", True)
+    assert main(["export", "--db", str(db), "-o", str(tmp_path / "v.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "v.csv", encoding="utf-8")))
+    assert [(r["annotator"], r["item_id"], r["choice"]) for r in rows] == [("alice", "item-002", "left")]
+    _check(capsys, main(["export", "--db", str(set_path), "-o", str(tmp_path / "x.csv")]), "mini.jsonl")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_add_annotator_creates_database(judge_files, capsys):
+    set_path, answers, db = judge_files
+    assert main(["add-annotator", "root", "--db", str(db), "--admin", "--set", str(set_path),
+                 "--answers", *map(str, answers)]) == 0
+    assert len(capsys.readouterr().out.strip()) >= 32
+    assert read_votes(db) == []

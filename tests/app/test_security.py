@@ -1,0 +1,105 @@
+"""Security against a real server: no model name reaches the browser, tokens gate everything, annotators
+are isolated, the results need the admin token, and HTML in answers runs nothing."""
+import pytest
+
+from conftest import MODELS, HttpSession, add_annotator
+from firefly_eval.votes import read_votes
+
+
+@pytest.fixture
+def served(judge_files, server_factory):
+    set_path, answers, db = judge_files
+    tokens = {"alice": add_annotator(db, "alice", set_path=set_path, answers=answers),
+              "bob": add_annotator(db, "bob"), "root": add_annotator(db, "root", admin=True)}
+    return server_factory(set_path, answers, db), tokens, db
+
+
+def _leaks(session: HttpSession) -> list[str]:
+    raw = "\n".join(session.raw)
+    return [m for m in MODELS if m in raw]
+
+
+def test_model_names_never_reach_the_browser(served):
+    server, tokens, db = served
+    s = HttpSession(server.url)
+    s.get("/")
+    s.get("/gradio_api/info")
+    s.call("sign_in", tokens["alice"])
+    for _ in range(12):  # vote through the whole set, objective items included
+        msg = s.call("vote_a", _handle(s), "correct", "wrong", "ok")
+        assert msg["success"], msg
+    s.call("skip", "item-000#0")
+    assert len(read_votes(db)) == 12
+    assert len("\n".join(s.raw)) > 10_000 and _leaks(s) == []
+
+
+def _handle(s: HttpSession) -> str:
+    """The handle the page currently shows (the last 'item-NNN#P' string received)."""
+    import re
+
+    return re.findall(r'"(item-\d{3}#\d+)"', "\n".join(s.raw))[-1]
+
+
+@pytest.mark.parametrize("token", ["", "wrong-token", "x" * 64])
+def test_wrong_or_missing_token_sees_nothing(served, token):
+    server, tokens, db = served
+    s = HttpSession(server.url)
+    msg = s.call("sign_in", token)
+    assert "Unknown token" in s.text(msg)
+    assert "题" not in s.text(msg) and "春风" not in s.text(msg) and "item-" not in s.text(msg)
+    for api, args in (("vote_a", ("item-002#0", None, None, "")), ("skip", ("item-002#0",)), ("results", ())):
+        msg = s.call(api, *args)
+        assert not msg["success"]
+    assert "题" not in "\n".join(s.raw) and "春风" not in "\n".join(s.raw)
+    assert read_votes(db) == []
+
+
+def test_annotators_cannot_touch_each_others_votes(served):
+    server, tokens, db = served
+    alice, bob = HttpSession(server.url), HttpSession(server.url)
+    alice.call("sign_in", tokens["alice"])
+    assert alice.call("vote_b", "item-002#0", None, None, "alice's")["success"]
+    bob.call("sign_in", tokens["bob"])
+    # bob sends a vote for the same item: it is his own row, alice's stays as it was
+    assert bob.call("vote_a", "item-002#0", None, None, "bob's")["success"]
+    assert "alice's" not in "\n".join(bob.raw)
+    votes = {v.annotator: (v.item_id, v.choice, v.comment) for v in read_votes(db)}
+    assert votes["alice"][0] == "item-002" and votes["alice"][2] == "alice's"
+    assert votes["bob"][0] == "item-002" and votes["bob"][2] == "bob's"
+
+
+def test_results_need_the_admin_token(served):
+    server, tokens, db = served
+    s = HttpSession(server.url)
+    s.call("sign_in", tokens["alice"])
+    msg = s.call("results")
+    assert not msg["success"] and "admin token" in msg["output"]["error"]
+    admin = HttpSession(server.url)
+    admin.call("sign_in", tokens["root"])
+    msg = admin.call("results")
+    assert msg["success"] and "**0 votes**" in admin.text(msg)
+    assert MODELS[0] in admin.text(msg)  # the admin view is where model names are shown
+
+
+@pytest.mark.browser
+def test_html_in_answers_runs_nothing(served, browser):
+    server, tokens, db = served
+    page = browser.new_page()
+    page.goto(server.url)
+    page.fill("#token input", tokens["alice"])
+    page.click("#sign-in")
+    page.wait_for_selector("#status:has-text('/ 12')")
+    for _ in range(12):  # skip to the item whose answers carry the payloads
+        if "第1题" in page.inner_text("#prompt"):
+            break
+        before = page.inner_text("#prompt")
+        page.click("#skip")
+        page.wait_for_function("b => document.querySelector('#prompt').innerText !== b", arg=before)
+    shown = page.inner_text("#answer-a") + page.inner_text("#answer-b")
+    assert "<script>window.pwned=1</script>" in shown and '<img src=x onerror="window.pwned=1">' in shown
+    for link in page.query_selector_all("#answer-a a, #answer-b a"):  # a javascript: link, if one survived
+        link.click()
+    page.wait_for_timeout(500)
+    assert page.evaluate("typeof window.pwned") == "undefined"
+    assert page.query_selector("#answer-a img, #answer-b img, #answer-a script, #answer-b script") is None
+    page.close()
