@@ -13,6 +13,8 @@ from human_eval_app.render import safe_markdown
 from human_eval_app.session import Annotator, Judging, View
 
 VERDICTS = ["correct", "wrong"]
+# What the browser remembers after signing out (gr.BrowserState does not store empty values).
+SIGNED_OUT = "signed-out"
 # Keyboard shortcuts: 1/a = A better, 2/t = tie, 3/b = B better, s = skip (not while typing in a field).
 SHORTCUTS_JS = """
 <script>
@@ -110,7 +112,7 @@ def build_app(judging: Judging) -> gr.Blocks:
             if annotator is None:
                 hidden = ["", "", "", gr.update(value="", visible=False), "", "", gr.update(value=None, visible=False),
                           "", "", gr.update(value=None, visible=False), "", ""] + [gr.update()] * 4
-                return [None, "", gr.update(visible=True), gr.update(visible=False), gr.update(visible=False),
+                return [None, SIGNED_OUT, gr.update(visible=True), gr.update(visible=False), gr.update(visible=False),
                         gr.Timer(active=False), message, "", ""] + hidden
             return [annotator, token_value, gr.update(visible=False), gr.update(visible=True),
                     gr.update(visible=annotator.is_admin), gr.Timer(active=annotator.is_admin), "",
@@ -121,12 +123,11 @@ def build_app(judging: Judging) -> gr.Blocks:
 
         def sign_in(token_value: str):
             annotator = judging.sign_in(token_value)
-            return signed_in_outputs(annotator, (token_value or "").strip() if annotator else "",
-                                     "" if annotator else "Unknown token.")
+            return signed_in_outputs(annotator, (token_value or "").strip(), "" if annotator else "Unknown token.")
 
         def resume(stored_token: str):
             annotator = judging.sign_in(stored_token) if stored_token else None
-            return signed_in_outputs(annotator, stored_token if annotator else "", "")
+            return signed_in_outputs(annotator, stored_token, "")
 
         def sign_out():
             return signed_in_outputs(None, "", "Signed out.")

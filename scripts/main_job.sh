@@ -91,9 +91,9 @@ stage 1 "vocab stats" is_file "$R/vocab_stats.json" -- \
 
 # 2-3. training (an interrupted run resumes from its last checkpoint)
 stage 2 pretrain checkpoint_done "$OUT/pretrain" -- \
-  $FT pretrain configs/main_job/pretrain.yaml --tokenizer "$V/smollm2-135m-zh" --max_steps "$PRETRAIN_STEPS" -o "$OUT/pretrain"
+  $FT pretrain --config configs/main_job/pretrain.yaml --tokenizer "$V/smollm2-135m-zh" --max_steps "$PRETRAIN_STEPS" -o "$OUT/pretrain"
 stage 3 sft checkpoint_done "$OUT/sft" -- \
-  $FT sft configs/main_job/sft.yaml --model "$OUT/pretrain" --max_steps "$SFT_STEPS" -o "$OUT/sft"
+  $FT sft --config configs/main_job/sft.yaml --model "$OUT/pretrain" --max_steps "$SFT_STEPS" -o "$OUT/sft"
 
 # 4-6. evaluation of the base model and the tuned one
 for who in base tuned; do

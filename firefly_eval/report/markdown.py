@@ -168,7 +168,9 @@ def reproducibility(inp: Inputs, command: str, environment: dict) -> list[str]:
     for r in inp.runs:
         i = r.info
         out += [f"### Training run `{r.name}` (`{r.path}`)", "",
-                f"- command: `firefly-train {i['command']}`; {_fields(i, ['base_model', 'mode', 'started_at', 'finished_at'])}",
+                f"- rerun: `firefly-train {i['command']} --config {r.path}/config.yaml -o {r.path}` "
+                "(the resolved config below; an existing folder is resumed, so give another -o for a fresh run)",
+                f"- {_fields(i, ['base_model', 'mode', 'started_at', 'finished_at'])}",
                 f"- git commit: `{i.get('git_commit') or 'unknown'}`",
                 f"- hardware: `{json.dumps(i['hardware'], ensure_ascii=False)}`",
                 f"- parameters: {_fields(i, ['trainable_params', 'total_params'])}"]

@@ -49,13 +49,17 @@ def write_answers(path: Path, set_path: Path, model: str, right: bool, xss_item:
     return path
 
 
+def make_judge_files(folder: Path, n: int = 12):
+    """(set, [answers_base, answers_tuned], db) for an n-item set; item-001 carries XSS answers."""
+    set_path = write_set(folder / "mini.jsonl", n)
+    answers = [write_answers(folder / "base.jsonl", set_path, MODELS[0], right=False, xss_item="item-001"),
+               write_answers(folder / "tuned.jsonl", set_path, MODELS[1], right=True, xss_item="item-001")]
+    return set_path, answers, folder / "votes.sqlite"
+
+
 @pytest.fixture
 def judge_files(tmp_path):
-    """(set, [answers_base, answers_tuned], db) for a 12-item set; item-001 carries XSS answers."""
-    set_path = write_set(tmp_path / "mini.jsonl", 12)
-    answers = [write_answers(tmp_path / "base.jsonl", set_path, MODELS[0], right=False, xss_item="item-001"),
-               write_answers(tmp_path / "tuned.jsonl", set_path, MODELS[1], right=True, xss_item="item-001")]
-    return set_path, answers, tmp_path / "votes.sqlite"
+    return make_judge_files(tmp_path)
 
 
 def free_port() -> int:
@@ -200,3 +204,8 @@ def browser():
                               args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield b
         b.close()
+
+
+def settle(page):
+    """Wait until no Gradio event is pending on the page (no 'processing' indicator)."""
+    page.wait_for_function("() => !document.body.innerText.includes('processing |')")

@@ -1,0 +1,81 @@
+"""The app in headless chromium: sign in, vote (buttons and keys), reload and resume, the admin tally moves."""
+import re
+
+import pytest
+
+from conftest import add_annotator, settle
+from firefly_eval.votes import read_votes
+
+pytestmark = pytest.mark.browser
+
+
+def _progress(page) -> int:
+    return int(re.search(r"(\d+) / 12", page.inner_text("#status")).group(1))
+
+
+def _vote(page, how: str):
+    before = _progress(page)
+    if how.startswith("key:"):
+        page.keyboard.press(how[4:])
+    else:
+        page.click(how)
+    page.wait_for_function(f"() => document.querySelector('#status').innerText.includes('{before + 1} / 12')")
+    settle(page)
+
+
+def test_sign_in_vote_reload_resume_and_admin_tally(judge_files, server_factory, browser):
+    set_path, answers, db = judge_files
+    token = add_annotator(db, "alice", set_path=set_path, answers=answers)
+    admin_token = add_annotator(db, "root", admin=True)
+    server = server_factory(set_path, answers, db)
+
+    admin = browser.new_page()
+    admin.goto(server.url)
+    admin.fill("#token input", admin_token)
+    admin.click("#sign-in")
+    admin.get_by_role("tab", name="Results").click()
+    admin.wait_for_selector("#results:has-text('0 votes')")
+
+    page = browser.new_page()
+    page.goto(server.url)
+    page.wait_for_selector("#sign-in")
+    assert not page.is_visible("#prompt") and not page.is_visible("#status")
+    page.fill("#token input", token)
+    page.click("#sign-in")
+    page.wait_for_selector("#status:has-text('alice')")
+    settle(page)
+    assert _progress(page) == 0 and page.inner_text("#prompt").startswith("第")
+    for how in ("#vote-a", "key:2", "#vote-b", "key:3"):
+        if page.is_visible("#a-correct"):  # objective item: the checker pre-filled both verdicts
+            assert page.is_checked("#a-correct input[value=correct]") != page.is_checked("#b-correct input[value=correct]")
+        _vote(page, how)
+    page.fill("#comment textarea", "两个都不错")
+    page.keyboard.press("Escape")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    _vote(page, "key:1")
+    assert _progress(page) == 5
+    shown = page.inner_text("#prompt")
+
+    votes = read_votes(db)
+    assert len(votes) == 5 and {v.annotator for v in votes} == {"alice"}
+    assert [v.comment for v in votes].count("两个都不错") == 1
+
+    page.reload()  # the token is remembered: the page signs in again and resumes
+    page.wait_for_selector("#status:has-text('5 / 12')")
+    settle(page)
+    assert page.inner_text("#prompt") == shown
+
+    admin.click("#refresh")
+    admin.wait_for_selector("#results:has-text('5 votes')")
+    assert "model-base-7f3 vs model-tuned-9c1: win / tie / loss" in admin.inner_text("#results")
+
+    page.click("#sign-out")  # forgets the token: a reload shows the sign-in form again
+    page.wait_for_selector("#sign-in")
+    settle(page)
+    page.wait_for_timeout(300)
+    page.reload()
+    page.wait_for_selector("#sign-in")
+    settle(page)
+    assert not page.is_visible("#status")
+    page.close()
+    admin.close()
