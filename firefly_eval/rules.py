@@ -18,7 +18,10 @@ _CODE_BLOCK = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)", re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 _ASKS_ENGLISH = re.compile(
     r"(译成|译为|翻译成|翻译为|转成|转换成|转换为|改写成|改写为|写成|写一|用|以|使用)\s*(英文|英语|English)"
-    r"|(英文|英语)(翻译|回答|回复|写|作答|表达|版本|句子|单词)|\binto English\b|\bin English\b", re.I)
+    r"|(英文|英语)(翻译|回答|回复|写|作答|表达|版本|句子|单词)(?!\s*[成为]\s*(中文|汉语))"
+    r"|\binto English\b|\bin English\b", re.I)
+# Addresses are not English prose: an answer listing e-mails or URLs is not "answered in English".
+_ADDRESS = re.compile(r"https?://\S+|www\.\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Fewer Latin words than this is not "an English answer" ("B", "42", "Python").
 MIN_ENGLISH_WORDS = 3
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?%?")
@@ -35,7 +38,7 @@ def strip_code(text: str) -> str:
 
 
 def _counts(text: str) -> tuple[int, int]:
-    text = strip_code(text)
+    text = _ADDRESS.sub(" ", strip_code(text))
     return len(_CJK.findall(text)), len(_LATIN_WORD.findall(text))
 
 

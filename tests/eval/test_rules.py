@@ -95,3 +95,18 @@ def test_resolve(objective, choice, left, right, expected):
 def test_resolve_rejects_unknown_choice():
     with pytest.raises(ValueError):
         resolve(False, "A", None, None)
+
+
+def test_translating_english_into_chinese_does_not_ask_for_english():
+    from firefly_eval.rules import asks_for_english, wrong_language
+
+    assert not asks_for_english("请把下面的英文翻译成中文：Time is money.")
+    assert asks_for_english("请用英文回答：北京是哪个国家的首都？")
+    assert wrong_language("请把下面的英文翻译成中文：Time flies.", "Time flies like an arrow, they say.")
+
+
+def test_addresses_are_not_english_words():
+    from firefly_eval.rules import wrong_language
+
+    answer = "邮箱：zhang.san@example.com, li.si@mail.example.org, https://www.example.com/contact/us"
+    assert not wrong_language("请从下面的文字中提取所有邮箱地址。", answer)
