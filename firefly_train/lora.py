@@ -8,7 +8,6 @@ peft `modules_to_save`, so they are saved in full in `adapter_model.safetensors`
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +57,9 @@ def compute_dtype(precision: str) -> torch.dtype:
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def load_base(folder: Path, mode: str, dtype: torch.dtype, device: torch.device):
@@ -78,12 +79,9 @@ def load_base(folder: Path, mode: str, dtype: torch.dtype, device: torch.device)
 
 def grow_vocabulary(model, tokenizer, base_folder: Path, method: str) -> None:
     """Resize embed_tokens / lm_head to the tokenizer; new rows initialised from the old tokenizer's pieces."""
-    if importlib.util.find_spec("firefly_train.vocab.embeddings") is not None:
-        from firefly_train.vocab.embeddings import resize_and_init
+    from firefly_train.vocab.embeddings import resize_and_init
 
-        resize_and_init(model, load_tokenizer(base_folder), tokenizer, method=method)
-    else:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=method != "random")
+    resize_and_init(model, load_tokenizer(base_folder), tokenizer, method=method)
 
 
 def _short_name(model, module) -> str:
@@ -146,7 +144,7 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     else:
         model = get_peft_model(model, lora_config(model, cfg, src.train_embeddings))
-    return model.to(device)
+    return model if cfg.mode == "qlora" else model.to(device)  # a 4-bit base is already on its device
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -20,7 +20,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from firefly_train.errors import FireflyError
@@ -65,6 +64,7 @@ def plan(cfg, vocab_size: int | None = None) -> dict:
     config = load_model_config(cfg.model, vocab_size or _vocab_of(cfg))
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # init_empty_weights skips tying (SmolLM2 shares embed_tokens and lm_head)
     base_total = sum(p.numel() for p in model.parameters())
     linear = sum(m.weight.numel() for name, m in model.named_modules()
                  if isinstance(m, nn.Linear) and m is not model.get_output_embeddings())

@@ -53,7 +53,7 @@ class TrainConfig:
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"] = _help(
         "optimizer (the 8-bit and paged ones are bitsandbytes', CUDA only)", "adamw_torch")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = _help(
-        "mixed precision / 4-bit compute dtype; auto = bf16 on a GPU that supports it, else fp32", "auto")
+        "mixed precision / 4-bit compute dtype; auto = bf16 on a GPU that supports it (else fp16), fp32 on CPU", "auto")
     gradient_checkpointing: bool = _help("recompute activations in backward to save memory", True)
     seed: int = _help("seed for initialisation, dropout and data order", 42)
     logging_steps: int = _help("log loss every N optimizer steps (loss.jsonl, TensorBoard)", 1)

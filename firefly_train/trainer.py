@@ -117,18 +117,18 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.resume_from = self._find_resume()
 
-        self.src = lora.resolve_sources(cfg)
-        self.tokenizer = load_tokenizer(self.resume_from or self.src.tokenizer)
-        self.dataset, self.collate, self.data_stats = data_fn(cfg, self.tokenizer)
-
-        plugin = None
-        if cfg.deepspeed:
-            plugin = self._deepspeed_plugin(cfg)
+        plugin = self._deepspeed_plugin(cfg) if cfg.deepspeed else None
         probe = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         self.precision = lora.resolve_precision(cfg.precision, probe)
         self.acc = Accelerator(mixed_precision={"fp32": "no"}.get(self.precision, self.precision),
                                gradient_accumulation_steps=cfg.gradient_accumulation_steps if plugin else 1,
-                               deepspeed_plugin=plugin, step_scheduler_with_optimizer=False)
+                               deepspeed_plugin=plugin, step_scheduler_with_optimizer=False,
+                               cpu=probe.type == "cpu")  # cpu=True lets torchrun run DDP (gloo) on CPUs
+
+        self.src = lora.resolve_sources(cfg)
+        self.tokenizer = load_tokenizer(self.resume_from or self.src.tokenizer)
+        with self.acc.main_process_first():  # the main process tokenizes and caches, the others read the cache
+            self.dataset, self.collate, self.data_stats = data_fn(cfg, self.tokenizer)
         set_seed(cfg.seed)
         self.order = BatchOrder(len(self.dataset), cfg.micro_batch_size, self.acc.num_processes,
                                 self.acc.process_index, cfg.seed)
@@ -151,8 +151,11 @@ class Trainer:
         from transformers import get_scheduler
 
         warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * self.total_steps)
-        self.scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup,
-                                       num_training_steps=self.total_steps)
+        try:
+            self.scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup,
+                                           num_training_steps=self.total_steps)
+        except ValueError as e:
+            raise FireflyError(f"config key 'lr_scheduler': {e}") from None
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.params = params
         self.step_no, self.micro_batches, self.tokens, self.elapsed = 0, 0, 0, 0.0
@@ -172,8 +175,10 @@ class Trainer:
                                "deepspeed key)")
         if not Path(cfg.deepspeed).is_file():
             raise FireflyError(f"deepspeed config {cfg.deepspeed} not found")
-        return DeepSpeedPlugin(hf_ds_config=cfg.deepspeed, gradient_clipping=cfg.max_grad_norm or None,
-                               gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+        plugin = DeepSpeedPlugin(hf_ds_config=cfg.deepspeed, gradient_clipping=cfg.max_grad_norm or None,
+                                 gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size  # no DataLoader to read
+        return plugin
 
     def _find_resume(self) -> Path | None:
         resume = self.cfg.resume
@@ -301,6 +306,8 @@ class Trainer:
                 "tokens": self.tokens, "train_runtime_s": round(self.elapsed, 3),
                 "trainable_params": self.trainable_params, "total_params": self.total_params,
                 "final_loss": final_loss}
+        if torch.cuda.is_available():
+            info["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(self.acc.device) / 2**30, 2)
         if "dropped_no_trainable" in self.data_stats:
             info["dropped_conversations"] = self.data_stats["dropped_no_trainable"]
         return info
@@ -368,6 +375,9 @@ class Trainer:
         return info
 
 
-def train(cfg, command: str, data_fn: Callable) -> dict:
-    return Trainer(cfg, command, data_fn).train()
+def train(cfg, command: str, data_fn: Callable) -> dict | None:
+    """Run a whole schedule; the run_info dict on the main process, None on the others."""
+    trainer = Trainer(cfg, command, data_fn)
+    info = trainer.train()
+    return info if trainer.acc.is_main_process else None
 

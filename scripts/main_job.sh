@@ -31,7 +31,7 @@ done
 
 # Sizes tuned to finish in about 10 minutes on 2 CPU cores (see docs/report.md for the measurements).
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-12}
-SFT_STEPS=${SFT_STEPS:-12}
+SFT_STEPS=${SFT_STEPS:-8}
 VOCAB_SIZE=${VOCAB_SIZE:-1600}
 CMMLU_LIMIT=${CMMLU_LIMIT:-1}
 LEADERBOARD_LIMIT=${LEADERBOARD_LIMIT:-2}

@@ -61,6 +61,7 @@ class TrainRun:
     path: Path
     info: dict
     config_text: str
+    config: dict
     loss: list[dict]  # loss.jsonl rows: step, loss (+ lr, tokens, ... when present)
 
 
@@ -87,16 +88,18 @@ def read_run(spec: str) -> TrainRun:
         raise InputError(cfg_path, "file not found (every run folder keeps its resolved config)")
     config_text = cfg_path.read_text(encoding="utf-8")
     try:
-        yaml.safe_load(config_text)
+        config = yaml.safe_load(config_text) or {}
     except yaml.YAMLError as e:
         raise InputError(cfg_path, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(config, dict):
+        raise InputError(cfg_path, "expected a mapping at the top level")
     loss_path = path / "loss.jsonl"
     rows = []
     for lineno, row in iter_jsonl(loss_path):
         require(row, "step", int, loss_path, lineno)
         _number(row, "loss", loss_path, lineno)
         rows.append(row)
-    return TrainRun(name=label or path.name, path=path, info=info, config_text=config_text, loss=rows)
+    return TrainRun(name=label or path.name, path=path, info=info, config_text=config_text, config=config, loss=rows)
 
 
 def _model_label(obj: dict, path, label: str | None) -> str:

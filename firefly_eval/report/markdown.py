@@ -56,7 +56,9 @@ def summary(inp: Inputs) -> list[str]:
             i = r.info
             data = ", ".join(f"`{d['path']}` (sha256 {d['sha256'][:12]})" for d in i["data"])
             loss = "" if i.get("final_loss") is None else f", final loss {i['final_loss']:.4f}"
-            out.append(f"- `{r.name}`: `firefly-train {i['command']}`, {i['mode']} on `{i['base_model']}`, data {data}; "
+            start = r.config.get("model")
+            start = f", continuing `{start}`" if start and start != i["base_model"] else ""
+            out.append(f"- `{r.name}`: `firefly-train {i['command']}`, {i['mode']} on `{i['base_model']}`{start}, data {data}; "
                        f"{i['steps']} steps, {i['tokens']} tokens, {duration(i['train_runtime_s'])} wall time{loss}.")
         out.append("")
     heads = []

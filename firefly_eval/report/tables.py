@@ -51,9 +51,9 @@ def training(runs: list[TrainRun]) -> Table:
     for r in runs:
         i = r.info
         data = ", ".join(d["path"] for d in i["data"])
-        rows.append([r.name, i["command"], i["base_model"], i["mode"], data, str(i["steps"]), str(i["tokens"]),
+        rows.append([r.name, i["command"], i["base_model"], str(r.config.get("model", MISSING)), i["mode"], data, str(i["steps"]), str(i["tokens"]),
                      duration(i["train_runtime_s"]), MISSING if i.get("final_loss") is None else f"{i['final_loss']:.4f}"])
-    return Table(["run", "command", "base model", "mode", "data", "steps", "tokens", "wall time", "final loss"], rows)
+    return Table(["run", "command", "base model", "started from", "mode", "data", "steps", "tokens", "wall time", "final loss"], rows)
 
 
 def _limit(result: BenchResult) -> str:

@@ -23,4 +23,5 @@ def run(args):
     from firefly_train.trainer import train
 
     info = train(load(PretrainConfig, args), "pretrain", blocks)
-    print(f"pretrain: {info['steps']} steps, {info['tokens']} tokens, final loss {info['final_loss']:.4f}")
+    if info:  # main process only
+        print(f"pretrain: {info['steps']} steps, {info['tokens']} tokens, final loss {info['final_loss']:.4f}")

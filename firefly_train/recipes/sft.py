@@ -23,5 +23,6 @@ def run(args):
     from firefly_train.trainer import train
 
     info = train(load(SftConfig, args), "sft", conversations)
-    print(f"sft: {info['steps']} steps, {info['tokens']} tokens, final loss {info['final_loss']:.4f}, "
-          f"{info['dropped_conversations']} conversations dropped (no trainable token)")
+    if info:  # main process only
+        print(f"sft: {info['steps']} steps, {info['tokens']} tokens, final loss {info['final_loss']:.4f}, "
+              f"{info['dropped_conversations']} conversations dropped (no trainable token)")

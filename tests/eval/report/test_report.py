@@ -77,6 +77,7 @@ def test_training_table_is_run_info(report):
     for row, run in zip(rows, RUNS):
         info = json.loads((run / "run_info.json").read_text())
         assert row["command"] == info["command"] and row["base model"] == info["base_model"]
+        assert row["started from"] == yaml.safe_load((run / "config.yaml").read_text())["model"]
         assert row["mode"] == info["mode"] and row["data"] == info["data"][0]["path"]
         assert int(row["steps"]) == info["steps"] and int(row["tokens"]) == info["tokens"]
         m, s = re.fullmatch(r"(\d+)m(\d+)s", row["wall time"]).groups()
@@ -85,6 +86,7 @@ def test_training_table_is_run_info(report):
         # the reproducibility block carries the config verbatim and the data hash
         assert (run / "config.yaml").read_text().rstrip() in md
         assert info["data"][0]["sha256"] in md and info["git_commit"] in md
+    assert "qlora on `smollm2-135m`, continuing `runs/main/pretrain`, data" in md
     assert "![Training loss per logged step" in md and "(REPORT-loss.png)" in md
 
 

@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from firefly_train.cli import main
+from firefly_train.config import load_config
+from firefly_train.plan import plan
+from firefly_train.recipes.plan import PlanConfig
+
+SHAPES = Path(__file__).resolve().parents[2] / "configs" / "shapes"
+
+
+def _cfg(shape, **over):
+    over = {"model": str(SHAPES / shape), "lora.r": 64, "train_embeddings": True, **over}
+    return load_config(PlanConfig, None, over)
+
+
+@pytest.mark.parametrize("shape,trainable,lora", [("llama2-7b.json", 612_892_672, 159_907_840),
+                                                  ("llama2-13b.json", 816_578_560, 250_347_520)])
+def test_seed_recipe_trainable_counts(shape, trainable, lora):
+    result = plan(_cfg(shape), vocab_size=55296)
+    assert result["trainable_params"] == trainable
+    comps = result["components"]
+    hidden = 4096 if "7b" in shape else 5120
+    assert comps["embed_tokens"] == comps["lm_head"] == 55296 * hidden
+    assert sum(n for k, n in comps.items() if k.startswith("lora ")) == lora
+    assert comps["lora q_proj"] == (32 if "7b" in shape else 40) * 64 * 2 * hidden
+
+
+def test_cli_prints_rounded_counts_and_memory(capsys):
+    assert main(["plan", "--model", str(SHAPES / "llama2-7b.json"), "--vocab_size", "55296",
+                 "--lora.r", "64", "--train_embeddings", "true"]) == 0
+    out = capsys.readouterr().out
+    assert "trainable: 612.9M (612,892,672)" in out and "lora down_proj" in out and "GiB" in out
+    assert main(["plan", "--model", str(SHAPES / "llama2-13b.json"), "--vocab_size", "55296",
+                 "--lora.r", "64", "--train_embeddings", "true"]) == 0
+    assert "trainable: 816.6M (816,578,560)" in capsys.readouterr().out
+
+
+def test_memory_estimate_orders():
+    cfg = _cfg("llama2-7b.json", micro_batch_size=8)
+    mem = plan(cfg, vocab_size=55296)["memory"]
+    assert mem["activations_checkpointing"] < mem["activations_no_checkpointing"]
+    # 4-bit linear weights + fp32 embeddings/norms: 4.8 GiB; 612.9M trainable x 16 bytes (fp32 Adam)
+    assert round(mem["weights"] / 2**30, 1) == 4.8
+    assert mem["trainable_state"] == 612_892_672 * 16
+    lora_only = plan(_cfg("llama2-7b.json", train_embeddings=False))
+    assert lora_only["trainable_params"] == 159_907_840
+
+
+def test_plan_on_embedded_model_without_loading_weights(smollm2):
+    result = plan(load_config(PlanConfig, None, {"model": str(smollm2), "lora.r": 8, "train_embeddings": True}))
+    # SmolLM2 ties lm_head to embed_tokens: one trained matrix, 49152 x 576
+    assert result["components"]["embed_tokens"] == 49152 * 576
+    assert result["base_params"] == 134_515_008
