@@ -123,7 +123,14 @@ def render(inp: Inputs, title: str, figures: dict[str, str], command: str, envir
     out += ["## Human evaluation", ""]
     if inp.answers:
         out += ["Generated answers (`firefly-eval generate`):", "", render_table(tables.answers(inp.answers)), ""]
-    if inp.tally:
+        caps = sorted({a.header["sampling"]["max_new_tokens"] for a in inp.answers
+                       if isinstance(a.header.get("sampling"), dict) and a.header["sampling"].get("max_new_tokens")})
+        if caps:
+            out += [f"Answers are cut at `max_new_tokens` = {', '.join(map(str, caps))} (as recorded in the answers "
+                    "files); short caps keep a smoke run fast but truncate answers a judge would see.", ""]
+    if inp.tally and not inp.tally["pairs"]:
+        out += _note(f"the tally `{inp.tally_path}` holds no votes yet.")
+    elif inp.tally:
         out += ["Win / tie / loss of A against B; win rate = (win + tie/2) / n with its 95% confidence interval; "
                 "the sign test ignores ties.", "", render_table(tables.win_tie_loss(inp.tally)), ""]
         out += _figure(figures, "win_tie_loss")

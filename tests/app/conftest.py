@@ -175,6 +175,9 @@ class HttpSession:
         r.raise_for_status()
         self.raw.append(r.text)
         event_id = r.json()["event_id"]
+        result = None
+        # read to the server's close_stream, as the frontend does: leaving earlier makes the server see a
+        # disconnect, and it then cancels this session's next event
         with self.http.get(self.url + "/gradio_api/queue/data", params={"session_hash": self.session_hash},
                            stream=True, timeout=60) as stream:
             for line in stream.iter_lines(decode_unicode=True):
@@ -184,8 +187,12 @@ class HttpSession:
                 if line.startswith("data:"):
                     msg = json.loads(line[5:])
                     if msg.get("msg") == "process_completed" and msg.get("event_id") == event_id:
-                        return msg
-        raise RuntimeError(f"no result for {api_name}")
+                        result = msg
+                    if msg.get("msg") == "close_stream":
+                        break
+        if result is None:
+            raise RuntimeError(f"no result for {api_name}")
+        return result
 
     def outputs(self, msg: dict) -> list:
         return msg["output"].get("data", []) if msg.get("success") else []
@@ -209,3 +216,13 @@ def browser():
 def settle(page):
     """Wait until no Gradio event is pending on the page (no 'processing' indicator)."""
     page.wait_for_function("() => !document.body.innerText.includes('processing |')")
+
+
+@pytest.fixture(scope="session")
+def kit():
+    """The helpers above, as a fixture: test modules cannot import conftest under --import-mode=importlib."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(MODELS=MODELS, write_set=write_set, write_answers=write_answers,
+                           make_judge_files=make_judge_files, add_annotator=add_annotator, Server=Server,
+                           HttpSession=HttpSession, settle=settle)

@@ -3,7 +3,6 @@ import re
 
 import pytest
 
-from conftest import add_annotator, settle
 from firefly_eval.votes import read_votes
 
 pytestmark = pytest.mark.browser
@@ -13,7 +12,7 @@ def _progress(page) -> int:
     return int(re.search(r"(\d+) / 12", page.inner_text("#status")).group(1))
 
 
-def _vote(page, how: str):
+def _vote(page, how: str, settle):
     before = _progress(page)
     if how.startswith("key:"):
         page.keyboard.press(how[4:])
@@ -23,10 +22,10 @@ def _vote(page, how: str):
     settle(page)
 
 
-def test_sign_in_vote_reload_resume_and_admin_tally(judge_files, server_factory, browser):
+def test_sign_in_vote_reload_resume_and_admin_tally(judge_files, server_factory, browser, kit):
     set_path, answers, db = judge_files
-    token = add_annotator(db, "alice", set_path=set_path, answers=answers)
-    admin_token = add_annotator(db, "root", admin=True)
+    token = kit.add_annotator(db, "alice", set_path=set_path, answers=answers)
+    admin_token = kit.add_annotator(db, "root", admin=True)
     server = server_factory(set_path, answers, db)
 
     admin = browser.new_page()
@@ -43,16 +42,16 @@ def test_sign_in_vote_reload_resume_and_admin_tally(judge_files, server_factory,
     page.fill("#token input", token)
     page.click("#sign-in")
     page.wait_for_selector("#status:has-text('alice')")
-    settle(page)
+    kit.settle(page)
     assert _progress(page) == 0 and page.inner_text("#prompt").startswith("第")
     for how in ("#vote-a", "key:2", "#vote-b", "key:3"):
         if page.is_visible("#a-correct"):  # objective item: the checker pre-filled both verdicts
             assert page.is_checked("#a-correct input[value=correct]") != page.is_checked("#b-correct input[value=correct]")
-        _vote(page, how)
+        _vote(page, how, kit.settle)
     page.fill("#comment textarea", "两个都不错")
     page.keyboard.press("Escape")
     page.locator("body").click(position={"x": 5, "y": 5})
-    _vote(page, "key:1")
+    _vote(page, "key:1", kit.settle)
     assert _progress(page) == 5
     shown = page.inner_text("#prompt")
 
@@ -62,7 +61,7 @@ def test_sign_in_vote_reload_resume_and_admin_tally(judge_files, server_factory,
 
     page.reload()  # the token is remembered: the page signs in again and resumes
     page.wait_for_selector("#status:has-text('5 / 12')")
-    settle(page)
+    kit.settle(page)
     assert page.inner_text("#prompt") == shown
 
     admin.click("#refresh")
@@ -71,11 +70,11 @@ def test_sign_in_vote_reload_resume_and_admin_tally(judge_files, server_factory,
 
     page.click("#sign-out")  # forgets the token: a reload shows the sign-in form again
     page.wait_for_selector("#sign-in")
-    settle(page)
+    kit.settle(page)
     page.wait_for_timeout(300)
     page.reload()
     page.wait_for_selector("#sign-in")
-    settle(page)
+    kit.settle(page)
     assert not page.is_visible("#status")
     page.close()
     admin.close()

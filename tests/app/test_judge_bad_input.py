@@ -4,7 +4,6 @@ import hashlib
 
 import pytest
 
-from conftest import MODELS, write_answers, write_set
 from firefly_eval.votes import VoteStore, read_votes
 from human_eval_app.cli import main
 
@@ -65,18 +64,19 @@ def test_answers_not_covering_the_set(judge_files, capsys):
     assert not db.exists()
 
 
-def test_database_from_another_set(judge_files, voted_db, tmp_path, capsys):
+def test_database_from_another_set(judge_files, voted_db, tmp_path, capsys, kit):
     set_path, answers, db = judge_files
     before, votes = _sha(db), read_votes(db)
-    other = write_set(tmp_path / "other.jsonl", 5)
-    other_answers = [write_answers(tmp_path / f"o{k}.jsonl", other, m, right=k == 1) for k, m in enumerate(MODELS)]
+    other = kit.write_set(tmp_path / "other.jsonl", 5)
+    other_answers = [kit.write_answers(tmp_path / f"o{k}.jsonl", other, m, right=k == 1)
+                     for k, m in enumerate(kit.MODELS)]
     _check(capsys, _serve(other, other_answers, db), "database was made for set mini")
     assert _sha(db) == before and read_votes(db) == votes
 
 
-def test_answers_for_another_set(judge_files, tmp_path, capsys):
+def test_answers_for_another_set(judge_files, tmp_path, capsys, kit):
     set_path, answers, db = judge_files
-    other = write_set(tmp_path / "other.jsonl", 12)
+    other = kit.write_set(tmp_path / "other.jsonl", 12)
     json_lines = other.read_text(encoding="utf-8").splitlines()
     json_lines[0] = json_lines[0].replace("第0题", "第零题")
     other.write_text("\n".join(json_lines) + "\n", encoding="utf-8")

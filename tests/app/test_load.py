@@ -8,7 +8,6 @@ import time
 import pytest
 import requests
 
-from conftest import HttpSession, Server, make_judge_files
 from human_eval_app.session import Judging
 
 N_ANNOTATORS = 20
@@ -21,29 +20,35 @@ def _handle(outputs) -> str | None:
     return next((o for o in outputs if isinstance(o, str) and HANDLE.match(o)), None)
 
 
-def run_load(folder, n_items: int) -> dict:
-    set_path, answers, db = make_judge_files(folder, n_items)
+def run_load(kit, folder, n_items: int) -> dict:
+    set_path, answers, db = kit.make_judge_files(folder, n_items)
     judging = Judging.open(set_path, answers, db)
     tokens = {f"annotator{k:02d}": judging.store.add_annotator(f"annotator{k:02d}") for k in range(N_ANNOTATORS)}
     judging.store.close()
-    server = Server(set_path, answers, db, folder / "server.log").start()
+    server = kit.Server(set_path, answers, db, folder / "server.log").start()
     acked: dict[str, list[tuple[str, str]]] = {name: [] for name in tokens}
     errors, up = [], threading.Event()
     up.set()
 
     def annotate(name, token):
         try:
-            while len(acked[name]) < n_items:
+            finished, retries = False, 0
+            while not finished:  # until a sign-in finds nothing left to judge
                 up.wait(120)
+                retries += 1
+                assert retries < 50, "too many reconnections"
                 try:
-                    s = HttpSession(server.url)
+                    s = kit.HttpSession(server.url)
                     handle = _handle(s.outputs(s.call("sign_in", token)))
+                    finished = handle is None
                     while handle:
                         api = API[hashlib.sha256(f"{name}{handle}".encode()).digest()[0] % 3]
                         msg = s.call(api, handle, "correct", "wrong", f"{name} {handle}")
-                        assert msg["success"], msg
+                        if not msg["success"]:
+                            raise RuntimeError(msg)
                         acked[name].append((handle, CHOICE[api]))  # acknowledged: the response came back
                         handle = _handle(s.outputs(msg))
+                    finished = True
                 except (requests.RequestException, RuntimeError, KeyError, ValueError):
                     time.sleep(0.2)  # the server went away: sign in again and resume
         except Exception as e:  # noqa: BLE001 - reported by the test
@@ -53,7 +58,7 @@ def run_load(folder, n_items: int) -> dict:
     t0 = time.monotonic()
     for t in threads:
         t.start()
-    while sum(map(len, acked.values())) < N_ANNOTATORS * n_items // 3:
+    while sum(map(len, acked.values())) < N_ANNOTATORS * n_items // 3 and any(t.is_alive() for t in threads):
         time.sleep(0.05)
     up.clear()
     server.kill()
@@ -84,10 +89,10 @@ def _check(result, n_items):
           f"(SIGKILL after {result['killed_at']} acknowledged votes)")
 
 
-def test_load_small_with_sigkill(tmp_path):
-    _check(run_load(tmp_path, 20), 20)
+def test_load_small_with_sigkill(tmp_path, kit):
+    _check(run_load(kit, tmp_path, 20), 20)
 
 
 @pytest.mark.slow
-def test_load_full_130_with_sigkill(tmp_path):
-    _check(run_load(tmp_path, 130), 130)
+def test_load_full_130_with_sigkill(tmp_path, kit):
+    _check(run_load(kit, tmp_path, 130), 130)

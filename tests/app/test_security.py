@@ -2,33 +2,32 @@
 are isolated, the results need the admin token, and HTML in answers runs nothing."""
 import pytest
 
-from conftest import MODELS, HttpSession, Server, add_annotator, make_judge_files, settle
 from firefly_eval.votes import read_votes
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, kit):
     """One server for the module; each test signs in annotators of its own."""
     folder = tmp_path_factory.mktemp("security")
-    set_path, answers, db = make_judge_files(folder)
-    add_annotator(db, "root", admin=True, set_path=set_path, answers=answers)
-    server = Server(set_path, answers, db, folder / "server.log").start()
-    yield server, db
+    set_path, answers, db = kit.make_judge_files(folder)
+    kit.add_annotator(db, "root", admin=True, set_path=set_path, answers=answers)
+    server = kit.Server(set_path, answers, db, folder / "server.log").start()
+    yield server, db, kit
     server.stop()
 
 
 def _token(served, name, admin=False):
-    return add_annotator(served[1], name, admin=admin)
+    return served[2].add_annotator(served[1], name, admin=admin)
 
 
-def _leaks(session: HttpSession) -> list[str]:
+def _leaks(session, models) -> list[str]:
     raw = "\n".join(session.raw)
-    return [m for m in MODELS if m in raw]
+    return [m for m in models if m in raw]
 
 
 def test_model_names_never_reach_the_browser(served):
-    server, db = served
-    s = HttpSession(server.url)
+    server, db, kit = served
+    s = kit.HttpSession(server.url)
     s.get("/")
     s.get("/gradio_api/info")
     s.call("sign_in", _token(served, "carol"))
@@ -37,10 +36,10 @@ def test_model_names_never_reach_the_browser(served):
         assert msg["success"], msg
     s.call("skip", "item-000#0")
     assert len([v for v in read_votes(db) if v.annotator == "carol"]) == 12
-    assert len("\n".join(s.raw)) > 10_000 and _leaks(s) == []
+    assert len("\n".join(s.raw)) > 10_000 and _leaks(s, kit.MODELS) == []
 
 
-def _handle(s: HttpSession) -> str:
+def _handle(s) -> str:
     """The handle the page currently shows (the last 'item-NNN#P' string received)."""
     import re
 
@@ -49,9 +48,9 @@ def _handle(s: HttpSession) -> str:
 
 @pytest.mark.parametrize("token", ["", "wrong-token", "x" * 64])
 def test_wrong_or_missing_token_sees_nothing(served, token):
-    server, db = served
+    server, db, kit = served
     before = read_votes(db)
-    s = HttpSession(server.url)
+    s = kit.HttpSession(server.url)
     msg = s.call("sign_in", token)
     assert "Unknown token" in s.text(msg)
     assert "题" not in s.text(msg) and "春风" not in s.text(msg) and "item-" not in s.text(msg)
@@ -63,8 +62,8 @@ def test_wrong_or_missing_token_sees_nothing(served, token):
 
 
 def test_annotators_cannot_touch_each_others_votes(served):
-    server, db = served
-    alice, bob = HttpSession(server.url), HttpSession(server.url)
+    server, db, kit = served
+    alice, bob = kit.HttpSession(server.url), kit.HttpSession(server.url)
     alice.call("sign_in", _token(served, "alice"))
     assert alice.call("vote_b", "item-002#0", None, None, "alice's")["success"]
     bob.call("sign_in", _token(served, "bob"))
@@ -77,35 +76,34 @@ def test_annotators_cannot_touch_each_others_votes(served):
 
 
 def test_results_need_the_admin_token(served):
-    server, db = served
-    s = HttpSession(server.url)
+    server, db, kit = served
+    s = kit.HttpSession(server.url)
     s.call("sign_in", _token(served, "dave"))
     msg = s.call("results")
     assert not msg["success"] and "admin token" in msg["output"]["error"]
     assert s.call("vote_tie", "item-002#0", None, None, "")["success"]
-    admin = HttpSession(server.url)
+    admin = kit.HttpSession(server.url)
     admin.call("sign_in", _token(served, "erin", admin=True))
     msg = admin.call("results")
     assert msg["success"] and f"**{len(read_votes(db))} votes**" in admin.text(msg)
     assert "| dave | 1 / 12 |" in admin.text(msg)
-    assert MODELS[0] in admin.text(msg)  # the admin view is where model names are shown
+    assert kit.MODELS[0] in admin.text(msg)  # the admin view is where model names are shown
 
 
 @pytest.mark.browser
 def test_html_in_answers_runs_nothing(served, browser):
-    server, db = served
+    server, db, kit = served
+    token = _token(served, "frank")
+    http = kit.HttpSession(server.url)  # skip (over HTTP) to the item whose answers carry the payloads
+    http.call("sign_in", token)
+    while not _handle(http).startswith("item-001#"):
+        http.call("skip", _handle(http))
     page = browser.new_page()
     page.goto(server.url)
-    page.fill("#token input", _token(served, "frank"))
+    page.fill("#token input", token)
     page.click("#sign-in")
-    page.wait_for_selector("#status:has-text('/ 12')")
-    for _ in range(12):  # skip to the item whose answers carry the payloads
-        if "第1题：" in page.inner_text("#prompt"):
-            break
-        before = page.inner_text("#prompt")
-        page.click("#skip")
-        page.wait_for_function("b => document.querySelector('#prompt').innerText !== b", arg=before)
-    settle(page)
+    page.wait_for_selector("#prompt:has-text('第1题：')")
+    kit.settle(page)
     shown = page.inner_text("#answer-a") + page.inner_text("#answer-b")
     assert "<script>window.pwned=1</script>" in shown and '<img src=x onerror="window.pwned=1">' in shown
     for link in page.query_selector_all("#answer-a a, #answer-b a"):  # a javascript: link, if one survived

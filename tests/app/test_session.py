@@ -3,9 +3,10 @@ import dataclasses
 
 import pytest
 
-from conftest import MODELS
 from firefly_train.errors import FireflyError
 from human_eval_app.session import Judging
+
+MODELS = ("model-base-7f3", "model-tuned-9c1")  # as in conftest.py
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_prompts_match_lm_eval_formats(task_dir):
     numeric = list(arc.test_docs())[5]  # labels "1".."4", answerKey "2"
     assert arc.doc_to_target(numeric) == 1
     hs = tasks["ff_hellaswag"]
-    doc = next(iter(hs.validation_docs()))
+    doc = next(iter(hs.eval_docs))
     # lm-eval's process_docs: activity_label + ": " + ctx_a + " " + ctx_b.capitalize()
     assert doc["query"] == "Making tea: A woman fills a kettle with water and puts it on the stove. She"
     tq = tasks["ff_truthfulqa_mc2"]
@@ -115,8 +115,8 @@ def test_leaderboard_equals_direct_lm_eval_run(tiny_llama, tmp_path, capsys):
 def test_smoke_on_shared_data_embedded_model(shared_data, tmp_path):
     out = tmp_path / "lb.json"
     assert main(["leaderboard", "--ckpt", "smollm2-135m", "--data-dir", str(shared_data / "english"),
-                 "--limit", "10", "-o", str(out)]) == 0
+                 "--limit", "2", "-o", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["tasks"]) == set(leaderboard.TASKS)
-    assert result["tasks"]["mmlu"]["n"] == 570 and result["tasks"]["arc_challenge"]["n"] == 10
+    assert result["tasks"]["mmlu"]["n"] == 114 and result["tasks"]["arc_challenge"]["n"] == 2
     assert all(0 <= t["value"] <= 100 for t in result["tasks"].values())

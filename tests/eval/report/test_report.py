@@ -164,7 +164,8 @@ def test_human_eval_tables_match_tally(report):
 
 
 def test_answers_table_matches_headers(report):
-    _, _, t = report
+    _, md, t = report
+    assert "Answers are cut at `max_new_tokens` = 64 (as recorded" in md
     rows = t["Human evaluation"][0]
     for row, m in zip(rows, MODELS, strict=True):
         lines = [json.loads(x) for x in (FIX / f"answers_{m}.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -315,3 +316,15 @@ def test_saved_png_is_atomic_and_opens(tmp_path, built):
     assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
     with Image.open(tmp_path / "loss.png") as im:
         assert im.format == "PNG"
+
+
+def test_tally_without_votes_is_noted(tmp_path):
+    tally = {"format": 1, "kind": "tally", "set_hash": "90a9", "pairs": [],
+             "position_bias": {"left_wins": 0, "right_wins": 0, "ties": 0, "left_win_rate": None, "ci": None, "p": None},
+             "agreement": {"cohen_kappa": None, "fleiss_kappa": None, "n_items_multi": 0}, "bradley_terry": None}
+    path = tmp_path / "tally.json"
+    path.write_text(json.dumps(tally))
+    assert main(["report", "--tally", str(path), "-o", str(tmp_path / "r.md")]) == 0
+    md = (tmp_path / "r.md").read_text()
+    assert f"_Not included: the tally `{path}` holds no votes yet._" in md
+    assert "| pair" not in md and not list(tmp_path.glob("*.png"))
