@@ -5,7 +5,10 @@ bf16 compute), gradient checkpointing, LoRA on all linear layers, embed_tokens/l
 (peft modules_to_save), batches padded to their longest sequence, plain AdamW. Weights are random (speed
 does not depend on their values) and saved locally first. Prints tokens/s, peak memory and the ratio.
 
-    python bench/train_throughput.py --shape configs/shapes/llama2-7b.json --vocab 55296 --which both
+    python bench/train_throughput.py --tokenizer DATA/tokenizers/chinese-llama2 --kind fixed
+
+`--tokenizer` is a folder whose vocabulary matches `--vocab` (the 55,296-piece Chinese-LLaMA-2 one); the
+firefly path needs it because firefly-train refuses a model whose embedding is larger than its tokenizer.
 """
 from __future__ import annotations
 
@@ -26,11 +29,9 @@ def make_random_model(shape: Path, vocab: int, out: Path) -> Path:
         return out
     cfg = AutoConfig.for_model(**{**json.loads(shape.read_text()), "vocab_size": vocab})
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
     model.save_pretrained(out)
-    del model
-    torch.cuda.empty_cache()
     return out
 
 
@@ -77,24 +78,66 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
     return run_loop(lambda b: model(**pad_batch(b, "cuda")).loss, opt, model, kind, args)
 
 
-def run_loop(step_loss, opt, model, kind, args) -> dict:
+def firefly(model_dir: Path, kind: str, args) -> dict:
+    """firefly-train's own optimizer step (`Trainer.step`) with the 7B seed recipe's config."""
+    import tempfile
+
+    from firefly_train.config import load_config
+    from firefly_train.data.collate import packed_collate
+    from firefly_train.train_config import PretrainConfig
+    from firefly_train.trainer import Trainer
+
+    seqs = [s for b in batches(kind, args.vocab, args.seq, args.micro_batch, args.warmup + args.steps) for s in b]
+    items = [{"input_ids": s, "labels": s.clone()} for s in seqs]
+
+    def data_fn(cfg, tokenizer):
+        if kind == "sft":
+            return items, packed_collate, {"files": []}
+        return items, lambda b: {k: torch.stack([it[k] for it in b]) for k in ("input_ids", "labels")}, {"files": []}
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = load_config(PretrainConfig, args.recipe, {
+            "model": str(model_dir), "tokenizer": str(args.tokenizer), "data": ["synthetic"], "output_dir": out,
+            "micro_batch_size": args.micro_batch, "gradient_accumulation_steps": 1, "max_seq_length": args.seq,
+            "gradient_checkpointing": args.checkpointing, "max_steps": args.warmup + args.steps})
+        trainer = Trainer(cfg, "bench", data_fn)
+        trainer.order.indices = lambda k: list(range(k * args.micro_batch, (k + 1) * args.micro_batch))
+        return run_steps(trainer.step, trainer.model, args)
+
+
+def run_steps(step, model, args) -> dict:
+    """Time `step()` (one optimizer step, returns {"loss", "tokens"}) after warmup steps."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    torch.cuda.reset_peak_memory_stats()
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     tokens, t0, losses = 0, None, []
-    for i, b in enumerate(batches(kind, args.vocab, args.seq, args.micro_batch, args.warmup + args.steps)):
+    for i in range(args.warmup + args.steps):
         if i == args.warmup:
-            torch.cuda.synchronize()
+            sync()
             t0, tokens = time.perf_counter(), 0
+        r = step()
+        tokens += r["tokens"]
+        losses.append(r["loss"])
+    sync()
+    dt = time.perf_counter() - t0
+    return {"tokens_per_s": tokens / dt, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+            "trainable": trainable, "steps": args.steps, "losses": losses}
+
+
+def run_loop(step_loss, opt, model, kind, args) -> dict:
+    data = batches(kind, args.vocab, args.seq, args.micro_batch, args.warmup + args.steps)
+
+    def step():
+        b = next(data)
         loss = step_loss(b)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += sum(len(s) for s in b)
-        losses.append(float(loss))
-    torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
-    return {"tokens_per_s": tokens / dt, "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-            "trainable": trainable, "steps": args.steps, "losses": losses}
+        return {"loss": float(loss), "tokens": sum(len(s) for s in b)}
+
+    return run_steps(step, model, args)
 
 
 def main():
@@ -108,14 +151,22 @@ def main():
     ap.add_argument("--kind", choices=["fixed", "sft"], default="fixed")
     ap.add_argument("--no-checkpointing", dest="checkpointing", action="store_false")
     ap.add_argument("--model-dir", type=Path, default=Path("/tmp/firefly-bench-model"))
+    ap.add_argument("--tokenizer", type=Path, help="tokenizer folder with --vocab pieces (firefly path)")
+    ap.add_argument("--recipe", type=Path, default=Path("configs/llama2-7b-pretrain-qlora.yaml"))
+    ap.add_argument("--which", choices=["both", "baseline", "firefly"], default="both")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args()
     model_dir = make_random_model(args.shape, args.vocab, args.model_dir)
-    rows = {"baseline": baseline(model_dir, args.kind, args)}
+    rows = {}
+    for name, fn in (("baseline", baseline), ("firefly", firefly)):
+        if args.which in ("both", name):
+            rows[name] = fn(model_dir, args.kind, args)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     print(f"\n{'path':<10} {'tokens/s':>10} {'peak GiB':>9} {'trainable':>12} {'vs baseline':>12}")
     for name, r in rows.items():
-        ratio = r["tokens_per_s"] / rows["baseline"]["tokens_per_s"]
-        print(f"{name:<10} {r['tokens_per_s']:>10.0f} {r['peak_gib']:>9.1f} {r['trainable']:>12,} {ratio:>11.2f}x")
+        ratio = f"{r['tokens_per_s'] / rows['baseline']['tokens_per_s']:.2f}x" if "baseline" in rows else "-"
+        print(f"{name:<10} {r['tokens_per_s']:>10.0f} {r['peak_gib']:>9.1f} {r['trainable']:>12,} {ratio:>12}")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
 
