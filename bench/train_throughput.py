@@ -74,6 +74,7 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
     lora = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
                       modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
+    model.train()  # from_pretrained returns eval mode, where transformers skips gradient checkpointing
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     return run_loop(lambda b: model(**pad_batch(b, "cuda")).loss, opt, model, kind, args)
 
