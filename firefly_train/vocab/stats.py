@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from firefly_train.errors import FireflyError, InputError
+from firefly_train.io import iter_jsonl, require
 
 SP_MODEL = "tokenizer.model"
 BATCH = 256
@@ -34,16 +35,7 @@ def read_corpus(path: str | Path) -> list[str]:
     suffix = path.suffix.lower()
     texts: list[str] = []
     if suffix == ".jsonl":
-        for lineno, line in _lines(path):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"invalid JSON: {e.msg}", line=lineno) from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise InputError(path, "expected an object with a string 'text'", line=lineno, field="text")
-            texts.append(obj["text"])
+        texts = [require(obj, "text", str, path, lineno) for lineno, obj in iter_jsonl(path)]
     elif suffix == ".csv":
         try:
             content = path.read_bytes().decode("utf-8-sig")
