@@ -41,7 +41,8 @@ def add_arguments(p):
     p.add_argument("--max-seq-len", type=int, default=2048, help="prompts are truncated on the left to this")
     p.add_argument("-o", "--output", default=None, help="result JSON (default: results/cmmlu.json)")
     p.add_argument("--work-dir", default=None,
-                   help="OpenCompass work folder (default: OUTPUT without .json + '.opencompass/<time>')")
+                   help="OpenCompass work folder (default: OUTPUT without .json + '.opencompass/<hash of model files, "
+                        "data, settings and library versions>': an interrupted run resumes there)")
 
 
 def dataset_configs(data_dir: Path, subjects: list[str], mode: str, limit: int | None) -> list[dict]:
@@ -211,8 +212,13 @@ def run(args) -> int:
         print(f"note: --data-dir not given, using the project's smoke set {data_dir} "
               "(not CMMLU; numbers are for checking the pipeline only)", file=sys.stderr)
     output = Path(args.output) if args.output else results.default_output("cmmlu")
-    work = Path(args.work_dir) if args.work_dir else \
-        output.with_suffix("").with_name(output.stem + ".opencompass") / time.strftime("%Y%m%d_%H%M%S")
+    data_hash = cmmlu_data.data_hash(data_dir, subjects)
+    work = Path(args.work_dir) if args.work_dir else results.resume_dir(output, "opencompass", {
+        "model": checkpoints.fingerprint(args.ckpt), "data": data_hash, "subjects": subjects, "mode": args.mode,
+        "limit": args.limit, "max_seq_len": args.max_seq_len, "versions": results.versions()})
+    done = [s for s in subjects if (work / "predictions" / MODEL_ABBR / f"cmmlu-{s}.json").is_file()]
+    if done:
+        print(f"resuming {work}: {len(done)} of {len(subjects)} subjects already predicted", file=sys.stderr)
     summary_path = run_opencompass(ckpt, data_dir, subjects, args.mode, args.limit, work.resolve(),
                                    args.batch_size, args.max_seq_len)
     scores = read_summary(summary_path)
@@ -222,7 +228,7 @@ def run(args) -> int:
         "categories": {cat: scores.get(name) for cat, name in GROUP_NAMES.items()},
         "average": scores["cmmlu"],
         "n_questions": sum(min(n, args.limit) if args.limit else n for n in counts.values()),
-        "limit": args.limit, "data_dir": str(data_dir), "data_hash": cmmlu_data.data_hash(data_dir, subjects),
+        "limit": args.limit, "data_dir": str(data_dir), "data_hash": data_hash,
         "versions": results.versions(), "wall_time_s": round(time.time() - t0, 2),
         "opencompass_summary": str(summary_path.resolve()),
     }

@@ -106,16 +106,20 @@ def render_tasks(data_dir: str | Path, dest: str | Path) -> Path:
     return dest
 
 
-def evaluate(model, tokenizer, task_dir: Path, tasks: list[str], limit: int | None, batch_size) -> dict:
-    """Run lm-eval on a loaded model; return simple_evaluate's result dict."""
+def evaluate(model, tokenizer, task_dir: Path, tasks: list[str], limit: int | None, batch_size,
+             cache: Path | None = None) -> dict:
+    """Run lm-eval on a loaded model; return simple_evaluate's result dict. With `cache`, every scored request
+    is committed to lm-eval's SQLite cache there as it completes, and a rerun scores only what is missing."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
     return simple_evaluate(model=lm, tasks=[TASKS[t][0] for t in tasks], task_manager=manager, limit=limit,
-                           log_samples=False)
+                           log_samples=False, use_cache=None if cache is None else str(cache))
 
 
 def task_scores(out: dict, tasks: list[str]) -> dict:
@@ -154,8 +158,10 @@ def run(args) -> int:
     task_dir = render_tasks(data_dir, output.with_name(output.stem + ".tasks"))
     gpu = torch.cuda.is_available()
     batch_size = args.batch_size or ("auto" if gpu else 8)
+    cache = results.resume_dir(output, "lm-eval-cache", {"model": checkpoints.fingerprint(args.ckpt),
+                                                          "versions": results.versions()}) / "requests"
     model, tok, _ = checkpoints.load(args.ckpt)
-    out = evaluate(model, tok, task_dir, tasks, args.limit, batch_size)
+    out = evaluate(model, tok, task_dir, tasks, args.limit, batch_size, cache)
     scores = task_scores(out, tasks)
     result = {
         "format": 1, "kind": "leaderboard", "model": model_block, "tasks": scores,

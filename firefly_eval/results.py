@@ -1,7 +1,9 @@
 """What `cmmlu` and `leaderboard` share: library versions, the result file, the printed table."""
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import sys
 from pathlib import Path
 
@@ -22,6 +24,13 @@ def versions() -> dict[str, str | None]:
 
 def default_output(kind: str) -> Path:
     return Path("results") / f"{kind}.json"
+
+
+def resume_dir(output: Path, suffix: str, key: dict) -> Path:
+    """`<output stem>.<suffix>/<hash of key>`: a rerun with the same model files, data and settings finds the
+    work of an interrupted run there and continues it; anything different gets its own folder."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return output.with_name(f"{output.stem}.{suffix}") / digest
 
 
 def save(path: str | Path, result: dict) -> Path:

@@ -81,7 +81,7 @@ def _summary(path):
     return {r[0]: r[4] for r in rows[1:]}
 
 
-@pytest.mark.slow  # ~40 s: two OpenCompass subprocesses
+@pytest.mark.slow  # ~80 s: two runs of two OpenCompass subprocesses
 def test_cmmlu_json_carries_opencompass_summary_numbers(tiny_llama, tmp_path, capsys):
     out = tmp_path / "cmmlu.json"
     assert main(["cmmlu", "--ckpt", str(tiny_llama), "--subjects", "economics", "chinese_history",
@@ -106,6 +106,15 @@ def test_cmmlu_json_carries_opencompass_summary_numbers(tiny_llama, tmp_path, ca
     assert result["n_questions"] == 6 and result["limit"] == 3
     assert result["model"]["base"] == str(tiny_llama)
     assert "average" in capsys.readouterr().out
+    # a rerun of the same model, data and settings (as after a kill) predicts only what is missing
+    preds = work / "predictions" / "firefly"
+    kept = (preds / "cmmlu-chinese_history.json").stat().st_mtime_ns
+    (preds / "cmmlu-economics.json").unlink()
+    assert main(["cmmlu", "--ckpt", str(tiny_llama), "--subjects", "economics", "chinese_history",
+                 "--limit", "3", "-o", str(out)]) == 0
+    assert "1 of 2 subjects already predicted" in capsys.readouterr().err
+    assert (preds / "cmmlu-chinese_history.json").stat().st_mtime_ns == kept
+    assert json.loads(out.read_text())["subjects"] == result["subjects"]
 
 
 @pytest.mark.slow

@@ -120,3 +120,24 @@ def test_smoke_on_shared_data_embedded_model(shared_data, tmp_path):
     assert set(result["tasks"]) == set(leaderboard.TASKS)
     assert result["tasks"]["mmlu"]["n"] == 114 and result["tasks"]["arc_challenge"]["n"] == 2
     assert all(0 <= t["value"] <= 100 for t in result["tasks"].values())
+
+
+def test_rerun_scores_nothing_twice(tiny_llama, tmp_path, monkeypatch):
+    """Scored requests are committed to lm-eval's cache as they complete: a rerun (e.g. after a kill) of the
+    same model scores only what is missing and gives the same numbers."""
+    from lm_eval.models.huggingface import HFLM
+
+    out = tmp_path / "lb.json"
+    args = ["leaderboard", "--ckpt", str(tiny_llama), "--tasks", "arc_challenge", "truthfulqa_mc2",
+            "--limit", "2", "-o", str(out)]
+    assert main(args) == 0
+    first = json.loads(out.read_text())["tasks"]
+    assert len(list((tmp_path / "lb.lm-eval-cache").glob("*/requests_rank0.db"))) == 1
+    scored = []
+    real = HFLM._loglikelihood_tokens
+    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", lambda self, reqs, *a, **k: scored.extend(reqs) or real(
+        self, reqs, *a, **k))
+    assert main(args) == 0
+    assert scored == [] and json.loads(out.read_text())["tasks"] == first
+    assert main([*args[:-4], "--limit", "3", "-o", str(out)]) == 0  # one more question per task: only those
+    assert 0 < len(scored) <= 4 + 4 + 8
