@@ -74,7 +74,10 @@ class PretrainConfig(TrainConfig):
 class SftConfig(TrainConfig):
     template: str = _help("chat template: auto (the tokenizer's own), or a registry name (llama2, qwen, "
                           "baichuan2, internlm2, falcon, firefly, ...)", "auto")
-    packing: bool = _help("pack several conversations into one row (no cross-sample attention)", False)
+    packing: bool = _help(
+        "pack each micro-batch's conversations into one row without padding (position ids restart per "
+        "conversation, so none attends to another); left off for models with custom modelling code "
+        "(auto_map in config.json), whose attention may ignore packed position ids", True)
 
 
 CONFIGS = {"pretrain": PretrainConfig, "sft": SftConfig}

@@ -1,10 +1,23 @@
 """`firefly-train sft`: multi-turn instruction tuning, loss on the assistant replies only."""
 from __future__ import annotations
 
+import json
+import logging
 from functools import partial
 
 from firefly_train.recipes.train_common import ACCEPTS_OVERRIDES, add_arguments, keys_table, load  # noqa: F401
 from firefly_train.train_config import SftConfig
+
+log = logging.getLogger(__name__)
+
+
+def packing_supported(model_ref: str) -> bool:
+    """Packed rows rely on transformers' own attention masking (block-diagonal from position ids); a model
+    with custom modelling code (config.json `auto_map`, e.g. Baichuan 2, InternLM 2) may not honour it."""
+    from firefly_train.models import resolve_checkpoint
+
+    config = resolve_checkpoint(model_ref).base / "config.json"
+    return not (config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8")))
 
 
 def conversations(cfg, tokenizer):
@@ -13,7 +26,10 @@ def conversations(cfg, tokenizer):
     from firefly_train.data.templates import get_template
 
     items, stats = build_sft_dataset(cfg.data, tokenizer, get_template(cfg.template, tokenizer), cfg.max_seq_length)
-    return items, packed_collate if cfg.packing else partial(pad_collate, pad_id=tokenizer.pad_token_id), stats
+    packing = cfg.packing and packing_supported(cfg.model)
+    if cfg.packing and not packing:
+        log.warning("packing off: %s has custom modelling code (auto_map); batches are padded instead", cfg.model)
+    return items, packed_collate if packing else partial(pad_collate, pad_id=tokenizer.pad_token_id), stats
 
 
 def run(args):

@@ -31,7 +31,7 @@ def _check_run(run, command, base, steps):
 def _generate(run):
     model, tok, ck = load_for_inference(run, device="cpu")
     ids = tok("你好", return_tensors="pt").input_ids
-    out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    out = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] == ids.shape[1] + 5
     return ck
 

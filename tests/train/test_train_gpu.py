@@ -36,5 +36,5 @@ def test_qlora_pretrain_then_packed_sft_on_cuda(tiny_llama, tmp_path):
     assert sum(losses[-3:]) < sum(losses[:3])
     model, tok, _ = load_for_inference(sft, device="cuda")
     ids = tok("你好", return_tensors="pt").input_ids.to("cuda")
-    out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    out = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] == ids.shape[1] + 5
