@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from firefly_train.models import cache_dir
-from firefly_train.recipes.train_common import ACCEPTS_OVERRIDES, add_arguments, keys_table, load  # noqa: F401
+from firefly_train.recipes.train_common import ACCEPTS_OVERRIDES, add_arguments, train_or_print_keys  # noqa: F401
 from firefly_train.train_config import PretrainConfig
 
 
@@ -17,11 +17,6 @@ def blocks(cfg, tokenizer):
 
 
 def run(args):
-    if args.print_keys:
-        print(keys_table(PretrainConfig))
-        return 0
-    from firefly_train.trainer import train
-
-    info = train(load(PretrainConfig, args), "pretrain", blocks)
+    info = train_or_print_keys(PretrainConfig, "pretrain", blocks, args)
     if info:  # main process only
         print(f"pretrain: {info['steps']} steps, {info['tokens']} tokens, final loss {info['final_loss']:.4f}")

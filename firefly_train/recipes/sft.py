@@ -5,7 +5,7 @@ import json
 import logging
 from functools import partial
 
-from firefly_train.recipes.train_common import ACCEPTS_OVERRIDES, add_arguments, keys_table, load  # noqa: F401
+from firefly_train.recipes.train_common import ACCEPTS_OVERRIDES, add_arguments, train_or_print_keys  # noqa: F401
 from firefly_train.train_config import SftConfig
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,7 @@ def conversations(cfg, tokenizer):
 
 
 def run(args):
-    if args.print_keys:
-        print(keys_table(SftConfig))
-        return 0
-    from firefly_train.trainer import train
-
-    info = train(load(SftConfig, args), "sft", conversations)
+    info = train_or_print_keys(SftConfig, "sft", conversations, args)
     if info:  # main process only
         print(f"sft: {info['steps']} steps, {info['tokens']} tokens, final loss {info['final_loss']:.4f}, "
               f"{info['dropped_conversations']} conversations dropped (no trainable token)")

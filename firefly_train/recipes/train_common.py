@@ -19,6 +19,16 @@ def keys_table(cls) -> str:
     return "\n".join(rows)
 
 
+def train_or_print_keys(cls, command: str, data_fn, args) -> dict | None:
+    """`--print-keys` prints the config table; otherwise train. The run_info on the main process, else None."""
+    if args.print_keys:
+        print(keys_table(cls))
+        return None
+    from firefly_train.trainer import train
+
+    return train(load(cls, args), command, data_fn)
+
+
 def load(cls, args):
     overrides = list(args.overrides)
     if args.output_dir:
