@@ -102,19 +102,14 @@ def render(inp: Inputs, title: str, figures: dict[str, str], command: str, envir
     else:
         out += _note("no `--vocab-stats` JSON was given.")
 
-    out += ["## CMMLU", ""]
-    if inp.cmmlu or any(r.cmmlu for r in inp.references):
-        out += _smoke_note(inp.cmmlu)
-        out += [render_table(tables.cmmlu(inp.cmmlu, inp.references)), ""]
-    else:
-        out += _note("no `--cmmlu` result was given.")
-
-    out += ["## Open LLM Leaderboard tasks", ""]
-    if inp.leaderboard or any(r.leaderboard for r in inp.references):
-        out += _smoke_note(inp.leaderboard)
-        out += [render_table(tables.leaderboard(inp.leaderboard, inp.references)), ""]
-    else:
-        out += _note("no `--leaderboard` result was given.")
+    for kind, title in (("cmmlu", "CMMLU"), ("leaderboard", "Open LLM Leaderboard tasks")):
+        measured = getattr(inp, kind)
+        out += [f"## {title}", ""]
+        if measured or any(getattr(r, kind) for r in inp.references):
+            out += _smoke_note(measured)
+            out += [render_table(getattr(tables, kind)(measured, inp.references)), ""]
+        else:
+            out += _note(f"no `--{kind}` result was given.")
     if inp.references:
         out += ["Rows marked *external* are reference scores supplied with `--compare`, copied from the "
                 "named source, not measured here.", ""]
