@@ -3,7 +3,9 @@
 The baseline is the code path users already have: transformers + peft + bitsandbytes NF4 (double quant,
 bf16 compute), gradient checkpointing, LoRA on all linear layers, embed_tokens/lm_head trained in full
 (peft modules_to_save), batches padded to their longest sequence, plain AdamW. Weights are random (speed
-does not depend on their values) and saved locally first. Prints tokens/s, peak memory and the ratio.
+does not depend on their values) and saved locally first. Prints tokens/s, peak memory and the ratio,
+and with both paths how far their loss curves differ (same data, weights and seed; `--steps 50` for the
+issue's 50-step check).
 
     python bench/train_throughput.py --tokenizer DATA/tokenizers/chinese-llama2 --kind fixed
 
@@ -73,6 +75,7 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.checkpointing)
     lora = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
                       modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM")
+    torch.manual_seed(args.seed)  # LoRA init; firefly-train seeds the same way (cfg.seed)
     model = get_peft_model(model, lora)
     model.train()  # from_pretrained returns eval mode, where transformers skips gradient checkpointing
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
@@ -100,7 +103,8 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
         cfg = load_config(PretrainConfig, args.recipe, {
             "model": str(model_dir), "tokenizer": str(args.tokenizer), "data": ["synthetic"], "output_dir": out,
             "micro_batch_size": args.micro_batch, "gradient_accumulation_steps": 1, "max_seq_length": args.seq,
-            "gradient_checkpointing": args.checkpointing, "max_steps": args.warmup + args.steps})
+            "gradient_checkpointing": args.checkpointing, "max_steps": args.warmup + args.steps,
+            "seed": args.seed})
         trainer = Trainer(cfg, "bench", data_fn)
         trainer.order.indices = lambda k: list(range(k * args.micro_batch, (k + 1) * args.micro_batch))
         return run_steps(trainer.step, trainer.model, args)
@@ -155,6 +159,7 @@ def main():
     ap.add_argument("--tokenizer", type=Path, help="tokenizer folder with --vocab pieces (firefly path)")
     ap.add_argument("--recipe", type=Path, default=Path("configs/llama2-7b-pretrain-qlora.yaml"))
     ap.add_argument("--which", choices=["both", "baseline", "firefly"], default="both")
+    ap.add_argument("--seed", type=int, default=42, help="LoRA init seed of both paths")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args()
     model_dir = make_random_model(args.shape, args.vocab, args.model_dir)
@@ -168,6 +173,10 @@ def main():
     for name, r in rows.items():
         ratio = f"{r['tokens_per_s'] / rows['baseline']['tokens_per_s']:.2f}x" if "baseline" in rows else "-"
         print(f"{name:<10} {r['tokens_per_s']:>10.0f} {r['peak_gib']:>9.1f} {r['trainable']:>12,} {ratio:>12}")
+    if len(rows) == 2:  # same data, same weights, same seed: the curves should agree within bf16 noise
+        diffs = [abs(a - b) for a, b in zip(rows["baseline"]["losses"], rows["firefly"]["losses"])]
+        print(f"loss curves over {len(diffs)} steps: max |firefly - baseline| = {max(diffs):.4f}, "
+              f"final {rows['baseline']['losses'][-1]:.4f} vs {rows['firefly']['losses'][-1]:.4f}")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
 
