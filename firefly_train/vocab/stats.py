@@ -33,7 +33,6 @@ def read_corpus(path: str | Path) -> list[str]:
     if not path.is_file():
         raise InputError(path, "corpus file not found")
     suffix = path.suffix.lower()
-    texts: list[str] = []
     if suffix == ".jsonl":
         texts = [require(obj, "text", str, path, lineno) for lineno, obj in iter_jsonl(path)]
     elif suffix == ".csv":
