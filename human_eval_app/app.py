@@ -126,8 +126,9 @@ def build_app(judging: Judging) -> gr.Blocks:
             return signed_in_outputs(annotator, (token_value or "").strip(), "" if annotator else "Unknown token.")
 
         def resume(stored_token: str):
-            annotator = judging.sign_in(stored_token) if stored_token else None
-            return signed_in_outputs(annotator, stored_token, "")
+            if not stored_token:  # nothing to resume: change nothing, so a sign-in that beat this load stands
+                return [gr.skip()] * len(signin_outputs)
+            return signed_in_outputs(judging.sign_in(stored_token), stored_token, "")
 
         def sign_out():
             return signed_in_outputs(None, "", "Signed out.")
