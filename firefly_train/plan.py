@@ -22,6 +22,7 @@ from pathlib import Path
 
 from torch import nn
 
+from firefly_train.chunked_loss import MODEL_TYPES
 from firefly_train.errors import FireflyError
 
 GIB = 1024 ** 3
@@ -105,7 +106,9 @@ def memory(cfg, config, base_total: int, linear: int, trainable: int, components
     train = trainable * (4 + 4 + state)
     tokens = cfg.micro_batch_size * cfg.max_seq_length
     per_layer = tokens * (10 * h + 2 * h_kv + 5 * i) * act_bytes
-    logits = tokens * config.vocab_size * 4 * 2
+    # fp32 logits and their gradient: all tokens at once, or one chunk of them (firefly_train.chunked_loss)
+    chunked = cfg.loss_chunk_tokens > 0 and getattr(config, "model_type", None) in MODEL_TYPES
+    logits = min(tokens, cfg.loss_chunk_tokens if chunked else tokens) * config.vocab_size * 4 * 2
     with_ckpt = layers * tokens * h * act_bytes + per_layer + logits
     without = layers * per_layer + logits
     act = with_ckpt if cfg.gradient_checkpointing else without

@@ -55,6 +55,10 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp16", "fp32"] = _help(
         "mixed precision / 4-bit compute dtype; auto = bf16 on a GPU that supports it (else fp16), fp32 on CPU", "auto")
     gradient_checkpointing: bool = _help("recompute activations in backward to save memory", True)
+    loss_chunk_tokens: int = _help(
+        "compute the loss on labelled positions only, this many at a time under checkpointing, so the "
+        "full logits tensor (tokens x vocabulary, in fp32) never exists; 0 = transformers' loss on the full "
+        "logits. Used for the model types in firefly_train.chunked_loss.MODEL_TYPES", 2048)
     seed: int = _help("seed for initialisation, dropout and data order", 42)
     logging_steps: int = _help("log loss every N optimizer steps (loss.jsonl, TensorBoard)", 1)
     save_steps: int = _help("write a resumable checkpoint every N optimizer steps", 500)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from firefly_train import lora
+from firefly_train import chunked_loss, lora
 from firefly_train.config import save_config
 from firefly_train.errors import FireflyError
 from firefly_train.io import append_jsonl, atomic_dir, write_json
@@ -113,6 +113,8 @@ class Trainer:
         for key in ("micro_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
             if getattr(cfg, key) < 1:
                 raise FireflyError(f"config key '{key}' must be at least 1, got {getattr(cfg, key)}")
+        if cfg.loss_chunk_tokens < 0:
+            raise FireflyError(f"config key 'loss_chunk_tokens' must be 0 (off) or positive, got {cfg.loss_chunk_tokens}")
         self.cfg, self.command = cfg, command
         self.out = Path(cfg.output_dir)
         self.resume_from = self._find_resume()
@@ -145,6 +147,10 @@ class Trainer:
         model = lora.build_model(cfg, self.src, self.tokenizer, self.acc.device,
                                  lora.compute_dtype(self.precision), adapter=adapter, weights=weights)
         self.vocab_size = model.get_input_embeddings().weight.shape[0]
+        self.loss_chunk = cfg.loss_chunk_tokens if chunked_loss.supported(model) else 0
+        if cfg.loss_chunk_tokens > 0 and not self.loss_chunk:
+            log.warning("loss_chunk_tokens: model type %r is not one chunked_loss supports; computing the loss "
+                        "on the full logits", chunked_loss.causal_model(model).config.model_type)
         self.trainable_params, self.total_params = lora.count_parameters(model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = lora.make_optimizer(cfg.optimizer, params, cfg.learning_rate, cfg.weight_decay, self.acc.device)
@@ -215,6 +221,11 @@ class Trainer:
         self.micro_batches += 1
         return {k: v.to(self.acc.device) for k, v in self.collate(items).items()}
 
+    def _loss_mode(self):
+        if not self.loss_chunk:
+            return contextlib.nullcontext()
+        return chunked_loss.chunked_head_loss(self.acc.unwrap_model(self.model), self.loss_chunk)
+
     def step(self) -> dict:
         """One optimizer step over gradient_accumulation_steps micro-batches: {"loss", "tokens", "lr"}."""
         accum = self.cfg.gradient_accumulation_steps
@@ -226,7 +237,8 @@ class Trainer:
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             sync = i == accum - 1 or deepspeed
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
-                loss = self.model(**batch, use_cache=False).loss
+                with self._loss_mode():
+                    loss = self.model(**batch, use_cache=False).loss
                 self.acc.backward(loss if deepspeed else loss / accum)
             losses.append(loss.detach().float())
         if self.cfg.max_grad_norm > 0 and not deepspeed:

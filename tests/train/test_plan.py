@@ -44,6 +44,10 @@ def test_memory_estimate_orders():
     # 4-bit linear weights + fp32 embeddings/norms: 4.8 GiB; 612.9M trainable x 16 bytes (fp32 Adam)
     assert round(mem["weights"] / 2**30, 1) == 4.8
     assert mem["trainable_state"] == 612_892_672 * 16
+    # the chunked loss keeps one 2,048-token chunk of fp32 logits and their gradient, not all 8,192
+    full = plan(_cfg("llama2-7b.json", micro_batch_size=8, loss_chunk_tokens=0), vocab_size=55296)["memory"]
+    saved = full["activations_checkpointing"] - mem["activations_checkpointing"]
+    assert saved == (8192 - 2048) * 55296 * 8
     lora_only = plan(_cfg("llama2-7b.json", train_embeddings=False))
     assert lora_only["trainable_params"] == 159_907_840
 
