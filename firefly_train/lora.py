@@ -131,6 +131,7 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
     if cfg.mode == "full":
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+            keep_activations(model, cfg.uncheckpointed_layers)
         return model.to(device)
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
@@ -139,12 +140,29 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
                                                 gradient_checkpointing_kwargs=gc_kwargs)
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    if cfg.gradient_checkpointing:
+        keep_activations(model, cfg.uncheckpointed_layers)
     adapter = adapter or src.adapter
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     else:
         model = get_peft_model(model, lora_config(model, cfg, src.train_embeddings))
     return model if cfg.mode == "qlora" else model.to(device)  # a 4-bit base is already on its device
+
+
+def keep_activations(model, n: int) -> None:
+    """Turn gradient checkpointing off for the last n decoder layers (transformers' per-layer switch).
+
+    transformers' own `every_n_layers` keeps no layer or at least half of them; a memory budget usually
+    has room for a few layers, so the count is set here instead."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if n < 0 or n > len(layers):
+        raise FireflyError(f"config key 'uncheckpointed_layers' must be between 0 and the model's {len(layers)} "
+                           f"decoder layers, got {n}")
+    for layer in layers[len(layers) - n:]:
+        layer.gradient_checkpointing = False
 
 
 def count_parameters(model) -> tuple[int, int]:

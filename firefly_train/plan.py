@@ -109,7 +109,8 @@ def memory(cfg, config, base_total: int, linear: int, trainable: int, components
     # fp32 logits and their gradient: all tokens at once, or one chunk of them (firefly_train.chunked_loss)
     chunked = cfg.loss_chunk_tokens > 0 and getattr(config, "model_type", None) in MODEL_TYPES
     logits = min(tokens, cfg.loss_chunk_tokens if chunked else tokens) * config.vocab_size * 4 * 2
-    with_ckpt = layers * tokens * h * act_bytes + per_layer + logits
+    kept = min(max(cfg.uncheckpointed_layers, 0), layers)  # layers whose activations stay (no recompute)
+    with_ckpt = (layers - kept) * tokens * h * act_bytes + max(kept, 1) * per_layer + logits
     without = layers * per_layer + logits
     act = with_ckpt if cfg.gradient_checkpointing else without
     return {"weights": weights, "trainable_state": train, "activations_checkpointing": with_ckpt,
@@ -129,7 +130,8 @@ def format_plan(cfg, result: dict) -> str:
               f"optimizer {cfg.optimizer}):",
               f"  base weights              {mem['weights'] / GIB:8.2f} GiB",
               f"  trainable + grads + optim {mem['trainable_state'] / GIB:8.2f} GiB",
-              f"  activations, checkpointing{mem['activations_checkpointing'] / GIB:8.2f} GiB",
+              f"  activations, checkpointing{mem['activations_checkpointing'] / GIB:8.2f} GiB"
+              f" (last {cfg.uncheckpointed_layers} layers not checkpointed)" * bool(cfg.uncheckpointed_layers),
               f"  activations, none         {mem['activations_no_checkpointing'] / GIB:8.2f} GiB",
               f"  total (gradient_checkpointing={cfg.gradient_checkpointing}) {mem['total'] / GIB:.2f} GiB "
               "(+ CUDA context and allocator slack)"]

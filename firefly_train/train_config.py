@@ -55,6 +55,10 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp16", "fp32"] = _help(
         "mixed precision / 4-bit compute dtype; auto = bf16 on a GPU that supports it (else fp16), fp32 on CPU", "auto")
     gradient_checkpointing: bool = _help("recompute activations in backward to save memory", True)
+    uncheckpointed_layers: int = _help(
+        "with gradient_checkpointing, the last N decoder layers keep their activations instead of recomputing "
+        "them: each saves one layer's forward recompute per step and costs one layer's activations (`plan` "
+        "shows both)", 0)
     loss_chunk_tokens: int = _help(
         "compute the loss on labelled positions only, this many at a time under checkpointing, so the "
         "full logits tensor (tokens x vocabulary, in fp32) never exists; 0 = transformers' loss on the full "

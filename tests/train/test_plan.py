@@ -48,6 +48,11 @@ def test_memory_estimate_orders():
     full = plan(_cfg("llama2-7b.json", micro_batch_size=8, loss_chunk_tokens=0), vocab_size=55296)["memory"]
     saved = full["activations_checkpointing"] - mem["activations_checkpointing"]
     assert saved == (8192 - 2048) * 55296 * 8
+    # layers left out of checkpointing keep their whole activations: all 32 left out is no checkpointing
+    few = plan(_cfg("llama2-7b.json", micro_batch_size=8, uncheckpointed_layers=4), vocab_size=55296)["memory"]
+    every = plan(_cfg("llama2-7b.json", micro_batch_size=8, uncheckpointed_layers=32), vocab_size=55296)["memory"]
+    assert mem["activations_checkpointing"] < few["activations_checkpointing"] < every["activations_checkpointing"]
+    assert every["activations_checkpointing"] == every["activations_no_checkpointing"]
     lora_only = plan(_cfg("llama2-7b.json", train_embeddings=False))
     assert lora_only["trainable_params"] == 159_907_840
 
