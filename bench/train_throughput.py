@@ -8,6 +8,10 @@ and with both paths how far their loss curves differ (same data, weights and see
 issue's 50-step check).
 
     python bench/train_throughput.py --tokenizer DATA/tokenizers/chinese-llama2 --kind fixed
+    python bench/train_throughput.py ... --which firefly -- --loss_chunk_tokens 0 --uncheckpointed_layers 6
+
+Arguments after `--` are firefly-train config overrides of the firefly path (`--key value`, as on its
+command line), to time one change at a time.
 
 `--tokenizer` is a folder whose vocabulary matches `--vocab` (the 55,296-piece Chinese-LLaMA-2 one); the
 firefly path needs it because firefly-train refuses a model whose embedding is larger than its tokenizer.
@@ -86,7 +90,7 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
     """firefly-train's own optimizer step (`Trainer.step`) with the 7B seed recipe's config."""
     import tempfile
 
-    from firefly_train.config import load_config
+    from firefly_train.config import load_config, parse_overrides
     from firefly_train.data.collate import packed_collate
     from firefly_train.train_config import PretrainConfig
     from firefly_train.trainer import Trainer
@@ -104,7 +108,7 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
             "model": str(model_dir), "tokenizer": str(args.tokenizer), "data": ["synthetic"], "output_dir": out,
             "micro_batch_size": args.micro_batch, "gradient_accumulation_steps": 1, "max_seq_length": args.seq,
             "gradient_checkpointing": args.checkpointing, "max_steps": args.warmup + args.steps,
-            "seed": args.seed})
+            "seed": args.seed, **parse_overrides(args.overrides)})
         trainer = Trainer(cfg, "bench", data_fn)
         trainer.order.indices = lambda k: list(range(k * args.micro_batch, (k + 1) * args.micro_batch))
         return run_steps(trainer.step, trainer.model, args)
@@ -161,6 +165,7 @@ def main():
     ap.add_argument("--which", choices=["both", "baseline", "firefly"], default="both")
     ap.add_argument("--seed", type=int, default=42, help="LoRA init seed of both paths")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("overrides", nargs="*", help="after --: firefly-train config overrides (--key value)")
     args = ap.parse_args()
     model_dir = make_random_model(args.shape, args.vocab, args.model_dir)
     rows = {}
