@@ -112,3 +112,14 @@ def test_trainer_losses_equal_with_and_without_chunking(tiny_llama, tmp_path, mo
         runs[chunk] = [json.loads(line)["loss"] for line in (out / "loss.jsonl").read_text().splitlines()]
     assert len(runs[0]) == 4 and runs[37] == pytest.approx(runs[0], rel=1e-5)
     assert calls == [37] * 4  # only the second run chunked, once per micro-batch
+
+
+@pytest.mark.gpu
+def test_bf16_on_cuda_within_bf16_noise_of_transformers_loss():
+    model = tiny("llama").to("cuda", torch.bfloat16)
+    ids, labels = batch()
+    ids, labels = ids.cuda(), labels.cuda()
+    want = model(input_ids=ids, labels=labels).loss
+    with chunked_head_loss(model, 16):
+        got = model(input_ids=ids, labels=labels).loss
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
