@@ -80,10 +80,11 @@ def merge_protos(base, added, pad_to_multiple_of: int | None = None) -> dict:
 
 
 def hf_tokenizer(model_file: Path, base: Path):
-    """An HF LlamaTokenizer for the merged model: vocab in id order, merges ranked by piece score
+    """An HF fast tokenizer for the merged model: vocab in id order, merges ranked by piece score
     (exactly sentencepiece's BPE priority), reserved pieces never produced."""
     import sentencepiece as spm
-    from transformers import AutoTokenizer, LlamaTokenizer
+    from tokenizers import pre_tokenizers
+    from transformers import AutoTokenizer, LlamaTokenizer, PreTrainedTokenizerFast
     from transformers.tokenization_utils_base import generate_merges
 
     proto = load_proto(model_file)
@@ -104,9 +105,16 @@ def hf_tokenizer(model_file: Path, base: Path):
             template = None
         if template:
             kwargs["chat_template"] = template
-    return LlamaTokenizer(vocab=vocab, merges=merges, unk_token=piece(sp.unk_id(), "<unk>"),
-                          bos_token=piece(sp.bos_id(), "<s>"), eos_token=piece(sp.eos_id(), "</s>"),
-                          add_bos_token=True, add_eos_token=False, legacy=False, **kwargs)
+    specials = dict(unk_token=piece(sp.unk_id(), "<unk>"), bos_token=piece(sp.bos_id(), "<s>"),
+                    eos_token=piece(sp.eos_id(), "</s>"))
+    backend = LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True, add_eos_token=False, legacy=False,
+                             **specials).backend_tokenizer
+    # Mark the start of every text segment, also after a special token, as sentencepiece does when each
+    # segment is encoded on its own (Meta's Llama 2 chat encoding: "<s>[INST]" gives "▁[", not "[").
+    # transformers' LlamaTokenizer rebuilds its pre-tokenizer on load and would mark only the first
+    # segment, so the folder is saved as a plain fast tokenizer that keeps tokenizer.json as written.
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **specials, **kwargs)
 
 
 def check_same(sp_file: Path, hf_folder: Path, texts: list[str]) -> None:

@@ -138,3 +138,32 @@ def test_auto_template_that_rejects_a_conversation_is_a_firefly_error(tok):
     strict.chat_template = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
     with pytest.raises(FireflyError, match="no system role"):
         encode_conversation(get_template("auto", strict), strict, SYSTEM, TURNS)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("folder", ["llama2", "merged"])
+def test_llama2_template_equals_metas_reference_encoding(shared_data, folder, tmp_path):
+    """Meta's chat_completion: per turn, BOS + sp.encode("[INST] {user} [/INST] {answer} ") + EOS, the system
+    prompt inside the first [INST] between <<SYS>> markers; the loss on " {answer} " + EOS only. For Llama 2's
+    tokenizer and for `vocab merge`'s output (Llama 2 + the Chinese SentencePiece model)."""
+    import sentencepiece as spm
+
+    from firefly_train.models import load_tokenizer
+    from firefly_train.vocab.merge_sp import merge
+
+    path = shared_data / "tokenizers" / "llama2"
+    if folder == "merged":
+        merge(path, shared_data / "tokenizers" / "chinese-sp" / "chinese_sp.model", tmp_path / "merged")
+        path = tmp_path / "merged"
+    tok, sp = load_tokenizer(path), spm.SentencePieceProcessor(model_file=str(path / "tokenizer.model"))
+    ids, labels = encode_conversation(get_template("llama2", tok), tok, SYSTEM, TURNS)
+    want, trained = [], []
+    for k, (user, reply) in enumerate(TURNS):
+        user = f"<<SYS>>\n{SYSTEM}\n<</SYS>>\n\n{user}" if k == 0 else user
+        prompt = sp.encode(f"[INST] {user} [/INST]")
+        turn = [sp.bos_id()] + sp.encode(f"[INST] {user} [/INST] {reply} ") + [sp.eos_id()]
+        assert turn[1:len(prompt) + 1] == prompt  # the prompt's pieces do not merge across into the reply
+        want += turn
+        trained.append(turn[len(prompt) + 1:])
+    assert ids == want
+    assert trained_runs(ids, labels) == trained
