@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from firefly_train.errors import FireflyError
+
+log = logging.getLogger(__name__)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a hub: a missing model is an error, not a hang
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -130,9 +133,30 @@ def load_tokenizer(folder: str | os.PathLike):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(folder))
+    warn_if_converted_differently(Path(folder), tok)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def warn_if_converted_differently(folder: Path, tok) -> None:
+    """transformers converts a folder's bare tokenizer.model (no tokenizer.json) at load time; warn when the
+    result segments text differently from sentencepiece, as it does for the upstream Chinese-LLaMA-2 tokenizer
+    (docs/vocab.md)."""
+    model = folder / "tokenizer.model"
+    if not model.is_file() or (folder / "tokenizer.json").is_file():
+        return
+    import sentencepiece as spm
+
+    from firefly_train.vocab.merge_sp import CHECK_TEXTS
+
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    differ = [t for t in CHECK_TEXTS if sp.encode(t) != tok.encode(t, add_special_tokens=False)]
+    if differ:
+        log.warning("tokenizer %s: transformers' conversion of its tokenizer.model segments %d of %d probe texts "
+                    "differently from sentencepiece (first: %r); training and evaluation use the conversion. "
+                    "`firefly-train vocab merge` writes a tokenizer whose conversion is exact (docs/vocab.md)",
+                    folder, len(differ), len(CHECK_TEXTS), differ[0][:30])
 
 
 def default_device() -> str:

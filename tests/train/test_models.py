@@ -25,3 +25,13 @@ def test_model_not_on_disk_is_a_clear_error(tmp_path):
 def test_hf_folder_resolves_to_itself(tiny_llama):
     assert resolve_model(tiny_llama) == tiny_llama
     assert resolve_checkpoint(tiny_llama).adapter is None
+
+
+@pytest.mark.shared_data
+def test_a_lossy_tokenizer_conversion_is_reported(shared_data, caplog):
+    from firefly_train.models import load_tokenizer
+
+    load_tokenizer(shared_data / "tokenizers" / "llama2")  # converts exactly: nothing to say
+    assert "probe texts" not in caplog.text
+    load_tokenizer(shared_data / "tokenizers" / "chinese-llama2")
+    assert "segments 2 of 4 probe texts differently from sentencepiece" in caplog.text
