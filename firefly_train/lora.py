@@ -62,17 +62,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def load_base(folder: Path, mode: str, dtype: torch.dtype, device: torch.device):
+def load_base(folder: Path, mode: str, dtype: torch.dtype, device: torch.device, attn: str):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    kwargs = {}
+    kwargs = {"attn_implementation": attn}
     if mode == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype)
         kwargs["device_map"] = {"": device}
-    model = AutoModelForCausalLM.from_pretrained(
-        str(folder), dtype=torch.float32 if mode == "full" else dtype, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=torch.float32 if mode == "full" else dtype, **kwargs)
+    except ImportError as e:  # flash_attention_2 without the flash-attn package
+        raise FireflyError(f"config key 'attn_implementation': {attn} is not available here ({e})") from None
     model.config.use_cache = False
     return model
 
@@ -119,7 +122,7 @@ def lora_config(model, cfg, train_embeddings: bool):
 def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch.dtype,
                 adapter: Path | None = None, weights: Path | None = None):
     """The model ready to train. `adapter`/`weights`: a checkpoint to resume (LoRA / full mode)."""
-    model = load_base(weights or src.base, cfg.mode, dtype, device)
+    model = load_base(weights or src.base, cfg.mode, dtype, device, cfg.attn_implementation)
     n_rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > n_rows:
         if cfg.mode != "full" and not src.train_embeddings:

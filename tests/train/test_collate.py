@@ -29,7 +29,7 @@ def test_packed_collate_exact():
     assert out["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", pytest.param("flex_attention", marks=pytest.mark.slow)])
 def test_packed_loss_equals_unpacked_loss(tiny_llama, attn):
     from transformers import AutoModelForCausalLM
 

@@ -1,4 +1,5 @@
-"""Selective checkpointing: the last N decoder layers skip the recompute, gradients unchanged."""
+"""Selective checkpointing: the last N decoder layers skip the recompute, gradients unchanged; the config
+keys reach the loaded model."""
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -38,8 +39,9 @@ def test_last_layers_are_not_recomputed_and_gradients_are_unchanged(tiny_llama):
 
 def test_config_key_reaches_the_qlora_model(tiny_llama):
     cfg = load_config(PretrainConfig, None, {"model": str(tiny_llama), "mode": "qlora", "precision": "fp32",
-                                              "uncheckpointed_layers": 1})
+                                              "uncheckpointed_layers": 1, "attn_implementation": "eager"})
     src = resolve_sources(cfg)
     model = build_model(cfg, src, load_tokenizer(src.tokenizer), torch.device("cpu"), torch.float32)
     layers = model.get_base_model().model.layers
     assert [layer.gradient_checkpointing for layer in layers] == [True, False]
+    assert model.config._attn_implementation == "eager"

@@ -70,3 +70,13 @@ def test_expanded_vocabulary_needs_train_embeddings(tiny_llama, tmp_path, capsys
 def test_bad_config_value(tiny_llama, tmp_path, capsys, key, value):
     data = _write(tmp_path / "corpus.jsonl", ['{"text": "好"}'])
     assert key in _run(capsys, "pretrain", tiny_llama, data, tmp_path / "run", f"--{key}", value)
+
+
+def test_unavailable_attention_kernels(tiny_llama, tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
+    data = _write(tmp_path / "corpus.txt", ["春天来了，田野里开满了花。" * 8])
+    err = _run(capsys, "pretrain", tiny_llama, data, tmp_path / "run", "--attn_implementation", "flash_attention_2")
+    assert "config key 'attn_implementation': flash_attention_2 is not available here" in err
