@@ -8,8 +8,9 @@ import json
 
 from firefly_eval.report import tables
 from firefly_eval.report.collect import Inputs
-from firefly_eval.report.tables import Table, acc, duration, interval, p_value, pct
+from firefly_eval.report.tables import Table, acc, duration, interval, p_value, pct, shown_path
 
+PATH_FIELDS = {"base_model", "ckpt", "data_dir", "opencompass_summary", "set"}
 CAPTIONS = {
     "loss": "Training loss per logged step (from each run's loss.jsonl).",
     "benchmarks": "Accuracy (%) per CMMLU category and per leaderboard task, with the average (from the result JSON).",
@@ -43,7 +44,7 @@ def _smoke_note(results) -> list[str]:
     if not limited:
         return []
     return [f"Smoke run: `--limit {', '.join(map(str, limited))}` questions per subject/task on "
-            f"{', '.join(sorted({str(r.data.get('data_dir')) for r in results}))}; these numbers are not "
+            f"{', '.join(sorted({shown_path(r.data.get('data_dir')) for r in results}))}; these numbers are not "
             "comparable to full-set published scores.", ""]
 
 
@@ -54,7 +55,7 @@ def summary(inp: Inputs) -> list[str]:
         out.append("")
         for r in inp.runs:
             i = r.info
-            data = ", ".join(f"`{d['path']}` (sha256 {d['sha256'][:12]})" for d in i["data"])
+            data = ", ".join(f"`{shown_path(d['path'])}` (sha256 {d['sha256'][:12]})" for d in i["data"])
             loss = "" if i.get("final_loss") is None else f", final loss {i['final_loss']:.4f}"
             start = r.config.get("model")
             start = f", continuing `{start}`" if start and start != i["base_model"] else ""
@@ -162,7 +163,8 @@ def _versions(inp: Inputs, environment: dict) -> dict[str, dict[str, str]]:
 
 
 def _fields(obj: dict, keys: list[str]) -> str:
-    return ", ".join(f"{k}: `{obj[k]}`" for k in keys if obj.get(k) is not None)
+    return ", ".join(f"{k}: `{shown_path(obj[k]) if k in PATH_FIELDS else obj[k]}`" for k in keys
+                     if obj.get(k) is not None)
 
 
 def reproducibility(inp: Inputs, command: str, environment: dict) -> list[str]:
@@ -180,7 +182,7 @@ def reproducibility(inp: Inputs, command: str, environment: dict) -> list[str]:
                 f"- parameters: {_fields(i, ['trainable_params', 'total_params'])}"]
         if i.get("dropped_conversations") is not None:
             out.append(f"- dropped conversations (longer than the maximum length): {i['dropped_conversations']}")
-        out += [f"- data: `{d['path']}` sha256 `{d['sha256']}`" for d in i["data"]]
+        out += [f"- data: `{shown_path(d['path'])}` sha256 `{d['sha256']}`" for d in i["data"]]
         out += ["", "Resolved `config.yaml`:", "", "```yaml", r.config_text.rstrip(), "```", ""]
     results = [("cmmlu", r) for r in inp.cmmlu] + [("leaderboard", r) for r in inp.leaderboard]
     if results:
@@ -192,7 +194,7 @@ def reproducibility(inp: Inputs, command: str, environment: dict) -> list[str]:
                        f"{_fields(d, ['mode', 'shots', 'limit', 'data_dir', 'data_hash', 'opencompass_summary'])}{wall}")
         out.append("")
     if inp.vocab_stats:
-        out += ["### Tokenizers", ""] + [f"- `{t['name']}`: `{t.get('path')}`" for t in inp.vocab_stats["tokenizers"]] + [""]
+        out += ["### Tokenizers", ""] + [f"- `{t['name']}`: `{shown_path(t.get('path'))}`" for t in inp.vocab_stats["tokenizers"]] + [""]
     if inp.answers or inp.tally:
         out += ["### Human evaluation", ""]
         for a in inp.answers:

@@ -6,6 +6,7 @@ are shown as percentages with two decimals, human-evaluation rates as percentage
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from firefly_eval.report.collect import (CMMLU_CATEGORIES, LEADERBOARD_TASKS, Answers, BenchResult, Reference,
                                          TrainRun)
@@ -46,11 +47,23 @@ def external(ref: Reference) -> str:
     return f"{ref.model} (external: {ref.source})"
 
 
+def shown_path(path) -> str:
+    """A recorded absolute path under the current folder, relative to it (a committed report then names no
+    machine's folders; the commands it lists run from the same folder); any other path as recorded."""
+    p = Path(str(path))
+    if not p.is_absolute():
+        return str(path)
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def training(runs: list[TrainRun]) -> Table:
     rows = []
     for r in runs:
         i = r.info
-        data = ", ".join(d["path"] for d in i["data"])
+        data = ", ".join(shown_path(d["path"]) for d in i["data"])
         rows.append([r.name, i["command"], i["base_model"], str(r.config.get("model", MISSING)), i["mode"], data, str(i["steps"]), str(i["tokens"]),
                      duration(i["train_runtime_s"]), MISSING if i.get("final_loss") is None else f"{i['final_loss']:.4f}"])
     return Table(["run", "command", "base model", "started from", "mode", "data", "steps", "tokens", "wall time", "final loss"], rows)

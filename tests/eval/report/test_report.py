@@ -15,6 +15,7 @@ from firefly_eval.cli import main
 from firefly_eval.report import figures
 from firefly_eval.report.cli import build_figures
 from firefly_eval.report.collect import CMMLU_CATEGORIES, LEADERBOARD_TASKS, collect
+from firefly_eval.report.tables import shown_path
 from firefly_train.errors import InputError
 
 FIX = Path(__file__).parent / "fixtures"
@@ -328,3 +329,17 @@ def test_tally_without_votes_is_noted(tmp_path):
     md = (tmp_path / "r.md").read_text()
     assert f"_Not included: the tally `{path}` holds no votes yet._" in md
     assert "| pair" not in md and not list(tmp_path.glob("*.png"))
+
+
+def test_paths_under_the_current_folder_are_shown_relative(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "pretrain"
+    shutil.copytree(RUNS[0], run)
+    info = json.loads((run / "run_info.json").read_text())
+    info["data"][0]["path"] = str(tmp_path / "samples" / "pretrain_zh.jsonl")  # as the trainer records it
+    (run / "run_info.json").write_text(json.dumps(info))
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--run", str(run), "-o", "REPORT.md"]) == 0
+    md = (tmp_path / "REPORT.md").read_text(encoding="utf-8")
+    assert parse_tables(md)["Training"][0][0]["data"] == "samples/pretrain_zh.jsonl"
+    assert str(tmp_path) not in md.replace(f"{run}", "")  # only the --run argument itself, as given
+    assert shown_path("/elsewhere/a.jsonl") == "/elsewhere/a.jsonl" and shown_path("runs/x") == "runs/x"
