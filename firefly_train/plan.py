@@ -113,8 +113,11 @@ def memory(cfg, config, base_total: int, linear: int, trainable: int, components
     with_ckpt = (layers - kept) * tokens * h * act_bytes + max(kept, 1) * per_layer + logits
     without = layers * per_layer + logits
     act = with_ckpt if cfg.gradient_checkpointing else without
-    return {"weights": weights, "trainable_state": train, "activations_checkpointing": with_ckpt,
-            "activations_no_checkpointing": without, "total": weights + train + act}
+    # bitsandbytes' paged optimizers keep their state in CUDA unified memory, outside PyTorch's allocator
+    paged = trainable * state if cfg.optimizer.startswith("paged_") else 0
+    return {"weights": weights, "trainable_state": train, "paged_optimizer_state": paged,
+            "activations_checkpointing": with_ckpt, "activations_no_checkpointing": without,
+            "total": weights + train + act}
 
 
 def _m(n: int) -> str:
@@ -135,4 +138,8 @@ def format_plan(cfg, result: dict) -> str:
               f"  activations, none         {mem['activations_no_checkpointing'] / GIB:8.2f} GiB",
               f"  total (gradient_checkpointing={cfg.gradient_checkpointing}) {mem['total'] / GIB:.2f} GiB "
               "(+ CUDA context and allocator slack)"]
+    if mem["paged_optimizer_state"]:
+        lines.append(f"  of which paged optimizer state {mem['paged_optimizer_state'] / GIB:.2f} GiB (CUDA unified "
+                     "memory: can spill to CPU RAM, not counted by torch.cuda.max_memory_allocated, so "
+                     f"run_info's peak compares with {(mem['total'] - mem['paged_optimizer_state']) / GIB:.2f} GiB)")
     return "\n".join(lines)

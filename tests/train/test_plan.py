@@ -53,6 +53,9 @@ def test_memory_estimate_orders():
     every = plan(_cfg("llama2-7b.json", micro_batch_size=8, uncheckpointed_layers=32), vocab_size=55296)["memory"]
     assert mem["activations_checkpointing"] < few["activations_checkpointing"] < every["activations_checkpointing"]
     assert every["activations_checkpointing"] == every["activations_no_checkpointing"]
+    # paged optimizers hold Adam's two fp32 moments in CUDA unified memory (outside PyTorch's allocator)
+    paged = plan(_cfg("llama2-7b.json", optimizer="paged_adamw_32bit"), vocab_size=55296)["memory"]
+    assert paged["paged_optimizer_state"] == 612_892_672 * 8 and mem["paged_optimizer_state"] == 0
     lora_only = plan(_cfg("llama2-7b.json", train_embeddings=False))
     assert lora_only["trainable_params"] == 159_907_840
 
