@@ -119,8 +119,11 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         self.resume_from = self._find_resume()
 
-        plugin = self._deepspeed_plugin(cfg) if cfg.deepspeed else None
         probe = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        if cfg.deepspeed and probe.type == "cpu":  # accelerate would drop the plugin and run plain DDP
+            raise FireflyError("deepspeed needs CUDA GPUs (on the CPU accelerate ignores it and runs plain DDP): "
+                               "drop the deepspeed key; torchrun alone gives data parallelism")
+        plugin = self._deepspeed_plugin(cfg) if cfg.deepspeed else None
         self.precision = lora.resolve_precision(cfg.precision, probe)
         self.acc = Accelerator(mixed_precision={"fp32": "no"}.get(self.precision, self.precision),
                                gradient_accumulation_steps=cfg.gradient_accumulation_steps if plugin else 1,

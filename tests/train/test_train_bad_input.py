@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from firefly_train.cli import main
@@ -80,3 +81,10 @@ def test_unavailable_attention_kernels(tiny_llama, tmp_path, capsys):
     data = _write(tmp_path / "corpus.txt", ["春天来了，田野里开满了花。" * 8])
     err = _run(capsys, "pretrain", tiny_llama, data, tmp_path / "run", "--attn_implementation", "flash_attention_2")
     assert "config key 'attn_implementation': flash_attention_2 is not available here" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU-only check")
+def test_deepspeed_on_the_cpu_is_refused_not_silently_dropped(tiny_llama, tmp_path, capsys):
+    data = _write(tmp_path / "corpus.txt", ["春天来了，田野里开满了花。" * 8])
+    err = _run(capsys, "pretrain", tiny_llama, data, tmp_path / "run", "--deepspeed", "configs/deepspeed/zero2.json")
+    assert "deepspeed needs CUDA GPUs" in err
