@@ -29,6 +29,7 @@ CHECK_TEXTS = [
     "def main(argv=None) -> int:\n    return 0  # done",
     "人工智能正在改变我们的生活，北京时间4月12日，中国科学院发布了新的研究成果。",
     "混合文本 mixed text：GPU 显存 80GB，训练 3 个 epoch。",
+    " A leading space,  two inside,\n  and an indented line.",
 ]
 
 
@@ -83,7 +84,7 @@ def hf_tokenizer(model_file: Path, base: Path):
     """An HF fast tokenizer for the merged model: vocab in id order, merges ranked by piece score
     (exactly sentencepiece's BPE priority), reserved pieces never produced."""
     import sentencepiece as spm
-    from tokenizers import pre_tokenizers
+    from tokenizers import Regex, normalizers, pre_tokenizers
     from transformers import AutoTokenizer, LlamaTokenizer, PreTrainedTokenizerFast
     from transformers.tokenization_utils_base import generate_merges
 
@@ -109,10 +110,13 @@ def hf_tokenizer(model_file: Path, base: Path):
                     eos_token=piece(sp.eos_id(), "</s>"))
     backend = LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True, add_eos_token=False, legacy=False,
                              **specials).backend_tokenizer
-    # Mark the start of every text segment, also after a special token, as sentencepiece does when each
-    # segment is encoded on its own (Meta's Llama 2 chat encoding: "<s>[INST]" gives "▁[", not "[").
-    # transformers' LlamaTokenizer rebuilds its pre-tokenizer on load and would mark only the first
-    # segment, so the folder is saved as a plain fast tokenizer that keeps tokenizer.json as written.
+    # As transformers' own conversion of Llama 2's tokenizer.model: spaces become "▁", a leading space keeps
+    # its own "▁" piece, and every text segment starts with "▁", also after a special token, as when
+    # sentencepiece encodes each segment on its own (Meta's Llama 2 chat encoding: "<s>[INST]" gives "▁[").
+    # transformers' LlamaTokenizer rebuilds this on load and would mark only the first segment, so the
+    # folder is saved as a plain fast tokenizer that keeps tokenizer.json as written.
+    backend.normalizer = normalizers.Sequence([normalizers.Replace(" ", "▁"),
+                                               normalizers.Replace(Regex(r"\A▁"), "▁▁")])
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False)
     return PreTrainedTokenizerFast(tokenizer_object=backend, **specials, **kwargs)
 
