@@ -126,6 +126,7 @@ def _m(n: int) -> str:
 
 def format_plan(cfg, result: dict) -> str:
     mem = result["memory"]
+    kept = f" (last {cfg.uncheckpointed_layers} layers not checkpointed)" if cfg.uncheckpointed_layers else ""
     lines = [f"model {cfg.model}: {_m(result['base_params'])} parameters, mode {cfg.mode}",
              f"trainable: {_m(result['trainable_params'])}"]
     lines += [f"  {name:<16} {_m(n)}" for name, n in result["components"].items()]
@@ -133,8 +134,7 @@ def format_plan(cfg, result: dict) -> str:
               f"optimizer {cfg.optimizer}):",
               f"  base weights              {mem['weights'] / GIB:8.2f} GiB",
               f"  trainable + grads + optim {mem['trainable_state'] / GIB:8.2f} GiB",
-              f"  activations, checkpointing{mem['activations_checkpointing'] / GIB:8.2f} GiB"
-              f" (last {cfg.uncheckpointed_layers} layers not checkpointed)" * bool(cfg.uncheckpointed_layers),
+              f"  activations, checkpointing{mem['activations_checkpointing'] / GIB:8.2f} GiB{kept}",
               f"  activations, none         {mem['activations_no_checkpointing'] / GIB:8.2f} GiB",
               f"  total (gradient_checkpointing={cfg.gradient_checkpointing}) {mem['total'] / GIB:.2f} GiB "
               "(+ CUDA context and allocator slack)"]

@@ -32,6 +32,12 @@ def test_cli_prints_rounded_counts_and_memory(capsys):
                  "--lora.r", "64", "--train_embeddings", "true"]) == 0
     out = capsys.readouterr().out
     assert "trainable: 612.9M (612,892,672)" in out and "lora down_proj" in out and "GiB" in out
+    memory_lines = ["base weights", "trainable + grads + optim", "activations, checkpointing", "activations, none",
+                    "total (gradient_checkpointing=True)"]
+    assert all(any(line.strip().startswith(m) for line in out.splitlines()) for m in memory_lines)
+    assert main(["plan", "--model", str(SHAPES / "llama2-7b.json"), "--vocab_size", "55296",
+                 "--uncheckpointed_layers", "4"]) == 0
+    assert "(last 4 layers not checkpointed)" in capsys.readouterr().out
     assert main(["plan", "--model", str(SHAPES / "llama2-13b.json"), "--vocab_size", "55296",
                  "--lora.r", "64", "--train_embeddings", "true"]) == 0
     assert "trainable: 816.6M (816,578,560)" in capsys.readouterr().out
