@@ -1,0 +1,39 @@
+"""The benchmark scripts run end to end on tiny shapes (on the CPU), so a GPU session never finds them broken.
+Their timings are printed, never asserted."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(*args) -> str:
+    out = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_chunked_loss_bench_prints_both_paths_with_the_same_loss():
+    out = _run("bench/chunked_loss.py", "--tokens", 64, "--hidden", 32, "--vocab", 100, "--chunk", 16, "--reps", 1,
+               "--cpu")
+    rows = {cells[0]: cells for cells in map(str.split, out.splitlines())
+            if len(cells) == 4 and cells[0] in ("full", "chunked")}
+    assert set(rows) == {"full", "chunked"} and rows["full"][1] == rows["chunked"][1]
+    assert "chunked / full: time x" in out
+
+
+def test_throughput_bench_firefly_path_with_overrides(tiny_llama, tmp_path):
+    shape = json.loads((REPO / "configs" / "shapes" / "llama2-7b.json").read_text())
+    shape.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=4)
+    (tmp_path / "shape.json").write_text(json.dumps(shape))
+    vocab = len(json.loads((tiny_llama / "tokenizer.json").read_text())["model"]["vocab"])
+    report = tmp_path / "bench.json"
+    out = _run("bench/train_throughput.py", "--shape", tmp_path / "shape.json", "--vocab", vocab, "--seq", 32,
+               "--micro-batch", 2, "--steps", 2, "--warmup", 1, "--model-dir", tmp_path / "model",
+               "--tokenizer", tiny_llama, "--which", "firefly", "--json", report,
+               "--", "--precision", "fp32", "--optimizer", "adamw_torch", "--uncheckpointed_layers", "1")
+    assert any(line.startswith("firefly ") for line in out.splitlines())
+    rows = json.loads(report.read_text())["rows"]
+    assert rows["firefly"]["steps"] == 2 and len(rows["firefly"]["losses"]) == 3
