@@ -131,20 +131,19 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
                 "rows: an expanded vocabulary must be trained, set train_embeddings: true")
         grow_vocabulary(model, tokenizer, src.base, cfg.embedding_init)
     gc_kwargs = {"use_reentrant": False}
-    if cfg.mode == "full":
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
-            keep_activations(model, cfg.uncheckpointed_layers)
-        return model.to(device)
-    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
-
     if cfg.mode == "qlora":
+        from peft import prepare_model_for_kbit_training
+
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs=gc_kwargs)
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     if cfg.gradient_checkpointing:
         keep_activations(model, cfg.uncheckpointed_layers)
+    if cfg.mode == "full":
+        return model.to(device)
+    from peft import PeftModel, get_peft_model
+
     adapter = adapter or src.adapter
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
