@@ -1,16 +1,18 @@
 """Evaluation sets for the human pairwise evaluation: load, validate, import the seed's format, read answers.
 
-Our format is JSONL, one item a line (docs/CONTRACTS.md):
+Our format is JSONL (or a JSON array), one item a line (docs/CONTRACTS.md):
 `{"id","task","prompt","objective":bool,"reference":str|null,"checker":{...}|null}`.
-The seed's format (`.xlsx`, `.csv` or `.jsonl` with columns `kind`, `instruction` and optionally
-`output`/`reference`) is imported: its kinds are mapped to our task names, ids are made from the task and
-the position within it (`math-03`). Also the `validate-set` subcommand.
+The seed's format (`.xlsx`, `.csv`, `.jsonl` or a `.json` array with columns `kind`, `instruction` and
+optionally `output`/`reference`; BELLE's `class`, `question`, `std_answer` are read the same way) is
+imported: its kinds are normalised (NFKC, spacing, case) and mapped to our task names, ids are made from the
+task and the position within it (`math-03`). Also the `validate-set` subcommand.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +29,11 @@ SEED_KINDS = {
     "math": "math", "mrc": "reading_comprehension", "open qa": "open_qa", "rewrite": "rewrite",
     "summarization": "summarization", "translation": "translation",
 }
-# Imported items of these tasks that come with a reference answer are objective (decided right or wrong).
+# Other spellings met in public sets (BELLE's "closed qa", "extraction"...), and our own names.
+KIND_ALIASES = {"closed qa": "closed_qa", "extraction": "extraction", "harmlessness": "harmlessness",
+                "reading comprehension": "reading_comprehension", **{t.replace("_", " "): t for t in TASKS}}
+# Imported items of these tasks are objective (the answer is right or wrong): the annotator marks each
+# side, helped by the reference when the set has one.
 OBJECTIVE_TASKS = frozenset({"classification", "closed_qa", "extraction", "math", "reading_comprehension"})
 CHECKER_FIELDS = {"number": ("value", (int, float)), "choice": ("value", str), "contains_any": ("values", list),
                   "contains_all": ("values", list), "regex": ("pattern", str)}
@@ -112,79 +118,153 @@ def _item_from_ours(obj: dict, path, lineno) -> Item:
     if reference is not None and not isinstance(reference, str):
         raise InputError(path, f"expected str or null, got {type(reference).__name__}", line=lineno,
                          field="reference")
-    return Item(id=_text(obj, "id", path, lineno), task=_text(obj, "task", path, lineno),
+    return Item(id=_text(obj, "id", path, lineno), task=task_name(_text(obj, "task", path, lineno)),
                 prompt=_text(obj, "prompt", path, lineno), objective=require(obj, "objective", bool, path, lineno),
                 reference=reference, checker=check_checker(obj.get("checker"), path, lineno))
 
 
-def _seed_rows(path: Path) -> list[tuple[int, dict]]:
-    """(line or row number, record) from a seed-format file; row numbers match what a spreadsheet shows."""
-    if path.suffix.lower() == ".jsonl":
-        return list(iter_jsonl(path))
+def normalise_name(name: str) -> str:
+    """A task or kind name compared as people read it: NFKC (a no-break space is a space, full-width
+    letters are letters), case folded, runs of spaces, underscores and hyphens as one space."""
+    return re.sub(r"[\s_-]+", " ", unicodedata.normalize("NFKC", name)).strip().casefold()
+
+
+def task_name(kind: str) -> str:
+    """Our task name for a set's kind (`SEED_KINDS`, `KIND_ALIASES`); other kinds keep their normalised
+    name, spaces written as `_` (it becomes part of the item ids)."""
+    key = normalise_name(kind)
+    return SEED_KINDS.get(key) or KIND_ALIASES.get(key) or key.replace(" ", "_")
+
+
+# Column names of seed-format files: ours first, then BELLE's eval_set.json.
+_SEED_COLUMNS = {"kind": ("kind", "class"), "instruction": ("instruction", "question"),
+                 "reference": ("reference", "output", "std_answer")}
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _column(row: dict, field: str):
+    return next((row[k] for k in _SEED_COLUMNS[field] if row.get(k) is not None), None)
+
+
+def _table_rows(path: Path) -> list[tuple[int, dict]]:
+    """(row number, record) of an .xlsx or .csv; row numbers match what a spreadsheet shows (1 = header)."""
     import pandas as pd
 
-    try:
-        if path.suffix.lower() in (".xlsx", ".xls"):
-            frame = pd.read_excel(path, dtype=str)
-        else:
+    if path.suffix.lower() == ".xlsx":
+        with open(path, "rb") as f:
+            if f.read(4) != _ZIP_MAGIC:
+                raise InputError(path, "not an .xlsx workbook (an .xlsx file is a zip archive; save the sheet "
+                                       "as .xlsx, or name a CSV file .csv)")
+        try:
+            frame = pd.read_excel(path, dtype=str, engine="openpyxl")
+        except Exception as e:  # noqa: BLE001 - any failure of the xlsx reader is a damaged file
+            detail = str(e).splitlines()[0] if str(e) else ""
+            raise InputError(path, f"damaged .xlsx file, cannot be read ({type(e).__name__}: {detail}); "
+                                   "open and save it again, or export it as .csv") from None
+    else:
+        try:
             frame = pd.read_csv(path, dtype=str, encoding="utf-8")
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
-        raise InputError(path, f"cannot read as a table: {e}") from None
-    frame = frame.rename(columns=lambda c: str(c).strip().lower())
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise InputError(path, f"cannot read as a CSV table: {detail}") from None
+    frame = frame.rename(columns=lambda c: normalise_name(str(c)).replace(" ", "_"))
     frame = frame.astype(object).where(frame.notna(), None)
     return [(i + 2, row) for i, row in enumerate(frame.to_dict("records"))]  # row 1 is the header
+
+
+def _json_array_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line where the element starts, element) of a file holding one JSON array of objects."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 ({e.reason})") from None
+    decoder, rows = json.JSONDecoder(), []
+    pos = len(text) - len(text.lstrip())
+    if not text.startswith("[", pos):
+        raise InputError(path, "expected a JSON array of items ([{...}, ...]); one item a line is .jsonl",
+                         line=text.count("\n", 0, pos) + 1)
+    pos += 1
+    while True:
+        pos += len(text[pos:]) - len(text[pos:].lstrip())
+        if text.startswith("]", pos):
+            break
+        if rows:
+            if not text.startswith(",", pos):
+                raise InputError(path, "invalid JSON: expected ',' or ']' between items", line=text.count("\n", 0, pos) + 1)
+            pos += 1
+            pos += len(text[pos:]) - len(text[pos:].lstrip())
+        lineno = text.count("\n", 0, pos) + 1
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+        if not isinstance(obj, dict):
+            raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
+        rows.append((lineno, obj))
+    if text[pos + 1:].strip():
+        raise InputError(path, "invalid JSON: text after the closing ']'", line=text.count("\n", 0, pos) + 1)
+    return rows
+
+
+def _text_cell(row: dict, field: str, path, lineno) -> str:
+    value = _column(row, field)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(path, "missing or empty", line=lineno, field=_SEED_COLUMNS[field][0])
+    return value
 
 
 def _items_from_seed(rows: list[tuple[int, dict]], path: Path) -> list[Item]:
     items, per_task = [], Counter()
     for lineno, row in rows:
-        kind = row.get("kind")
-        if not isinstance(kind, str) or not kind.strip():
-            raise InputError(path, "missing or empty", line=lineno, field="kind")
-        instruction = row.get("instruction")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise InputError(path, "missing or empty", line=lineno, field="instruction")
-        task = SEED_KINDS.get(kind.strip().lower(), kind.strip())
-        reference = row.get("reference") or row.get("output")
+        task = task_name(_text_cell(row, "kind", path, lineno))
+        instruction = _text_cell(row, "instruction", path, lineno)
+        reference = _column(row, "reference")
         reference = str(reference).strip() if reference is not None and str(reference).strip() else None
         per_task[task] += 1
         item_id = str(row["id"]).strip() if row.get("id") else f"{task}-{per_task[task]:02d}"
-        items.append(Item(id=item_id, task=task, prompt=instruction.strip(),
-                          objective=task in OBJECTIVE_TASKS and reference is not None, reference=reference))
+        items.append(Item(id=item_id, task=task, prompt=instruction.strip(), objective=task in OBJECTIVE_TASKS,
+                          reference=reference))
     return items
 
 
+def _is_seed_record(obj: dict) -> bool:
+    return "prompt" not in obj and any(k in obj for k in _SEED_COLUMNS["instruction"])
+
+
 def load_set(path) -> EvalSet:
-    """Read our JSONL format or import the seed's (.xlsx/.csv/.jsonl with `kind`, `instruction`)."""
+    """Read our format (.jsonl, or a .json array) or import the seed's (.xlsx/.csv/.jsonl/.json with `kind`,
+    `instruction`). Errors name the file and the line (or spreadsheet row)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
     suffix = path.suffix.lower()
-    if suffix in (".xlsx", ".xls", ".csv"):
-        items, lines = _items_from_seed(_seed_rows(path), path), None
-    elif suffix == ".jsonl":
-        rows = list(iter_jsonl(path))
-        if rows and "instruction" in rows[0][1] and "prompt" not in rows[0][1]:
-            items, lines = _items_from_seed(rows, path), None
-        else:
-            items = [_item_from_ours(obj, path, lineno) for lineno, obj in rows]
-            lines = [lineno for lineno, _ in rows]
+    if suffix in (".xlsx", ".csv"):
+        rows, seed = _table_rows(path), True
+    elif suffix in (".jsonl", ".json"):
+        rows = list(iter_jsonl(path)) if suffix == ".jsonl" else _json_array_rows(path)
+        seed = bool(rows) and _is_seed_record(rows[0][1])
     else:
-        raise InputError(path, f"unknown evaluation set format '{suffix}'; expected .jsonl, .xlsx or .csv")
+        raise InputError(path, f"unknown evaluation set format '{suffix}'; expected .jsonl, .json (an array), "
+                               ".xlsx or .csv")
+    if seed:
+        items = _items_from_seed(rows, path)
+    else:
+        items = [_item_from_ours(obj, path, lineno) for lineno, obj in rows]
     if not items:
         raise InputError(path, "no items")
     seen = {}
-    for n, it in enumerate(items):
+    for (lineno, _), it in zip(rows, items):
         if it.id in seen:
-            where = lines[n] if lines else None
-            raise InputError(path, f"duplicate id {it.id!r} (first at item {seen[it.id] + 1})", line=where,
+            where = "row" if suffix in (".xlsx", ".csv") else "line"
+            raise InputError(path, f"duplicate id {it.id!r} (first at {where} {seen[it.id]})", line=lineno,
                              field="id")
-        seen[it.id] = n
+        seen[it.id] = lineno
     return EvalSet(items=items, path=path, hash=content_hash(items), id=path.stem)
 
 
 def validate_set(eval_set: EvalSet, expect_per_task: int | None = 10, expect_tasks: int | None = 13) -> list[str]:
-    """Problems that don't stop the set loading: counts per task, objective items without a key."""
+    """Problems that don't stop the set loading: counts per task, checkers on open-ended items, repeats.
+    (An objective item without reference or checker is fine: the annotator judges it.)"""
     problems = []
     counts = Counter(it.task for it in eval_set.items)
     if expect_tasks is not None and len(counts) != expect_tasks:
@@ -194,8 +274,6 @@ def validate_set(eval_set: EvalSet, expect_per_task: int | None = 10, expect_tas
             if n != expect_per_task:
                 problems.append(f"task '{task}' has {n} items, expected {expect_per_task}")
     for it in eval_set.items:
-        if it.objective and it.reference is None and it.checker is None:
-            problems.append(f"item '{it.id}' is objective but has neither a reference nor a checker")
         if it.checker is not None and not it.objective:
             problems.append(f"item '{it.id}' has a checker but is not marked objective")
     prompts = Counter(it.prompt.strip() for it in eval_set.items)
@@ -277,11 +355,11 @@ def load_answers(path, eval_set: EvalSet) -> Answers:
 # --- `firefly-eval validate-set` ---------------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    parser.add_argument("set", help="evaluation set: our .jsonl, or the seed's .xlsx/.csv/.jsonl")
+    parser.add_argument("set", help="evaluation set: our .jsonl/.json, or the seed's .xlsx/.csv/.jsonl/.json")
     parser.add_argument("--per-task", type=int, default=10, help="items expected per task (0: don't check)")
     parser.add_argument("--tasks", type=int, default=13, help="number of tasks expected (0: don't check)")
     parser.add_argument("--export", metavar="OUT.jsonl",
-                        help="write the (imported) set in our JSONL format")
+                        help="write the (imported) set in our JSONL format (only when there is no problem)")
 
 
 def run(args) -> int:
@@ -290,19 +368,23 @@ def run(args) -> int:
     eval_set = load_set(args.set)
     counts = Counter(it.task for it in eval_set.items)
     objective = Counter(it.task for it in eval_set.items if it.objective)
-    print(f"{eval_set.path}: {len(eval_set)} items, {len(counts)} tasks, sha256 {eval_set.hash[:16]}")
+    print(f"{eval_set.path}: {len(eval_set)} items, {len(counts)} tasks, sha256 {eval_set.hash}")
     width = max(len(t) for t in counts)
     for task, n in counts.items():
         print(f"  {task:<{width}}  {n:3d} items  {objective[task]:3d} objective")
     problems = validate_set(eval_set, args.per_task or None, args.tasks or None)
-    if args.export:
-        with atomic_open(args.export) as f:
-            for it in eval_set.items:
-                f.write(json.dumps(asdict(it), ensure_ascii=False) + "\n")
-        print(f"wrote {args.export}")
     for p in problems:
         print(f"  problem: {p}")
     if problems:
-        raise FireflyError(f"{len(problems)} problem(s) in {eval_set.path}")
+        unwritten = f"; {args.export} not written" if args.export else ""
+        raise FireflyError(f"{len(problems)} problem(s) in {eval_set.path}{unwritten}")
+    if args.export:
+        try:
+            with atomic_open(args.export) as f:
+                for it in eval_set.items:
+                    f.write(json.dumps(asdict(it), ensure_ascii=False) + "\n")
+        except OSError as e:
+            raise FireflyError(f"cannot write {args.export}: {e.strerror}") from None
+        print(f"wrote {args.export}")
     print("ok")
     return 0

@@ -1,7 +1,7 @@
 """`firefly-eval tally`: win / tie / loss per model pair, with the statistics to defend them.
 
-Each vote's outcome is first passed through the seed's rule (`rules.resolve`: on objective items
-correctness decides), then counted from the pair's first model's side (pairs are sorted by name, so the
+Each vote's outcome is first passed through the seed's rules (`rules.resolve`: on objective items
+correctness decides; on open-ended items the side in the wrong language loses), then counted from the pair's first model's side (pairs are sorted by name, so the
 same pair is counted once whichever side each model was shown on). See docs/human_eval.md.
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ def outcome_for(vote, model: str, objective: bool | None = None) -> str:
     """'win' / 'tie' / 'loss' of `model` in a vote, after the seed's judging rules."""
     if objective is None:  # without the set: the app records correctness only on objective items
         objective = vote.left_correct is not None and vote.right_correct is not None
-    side = resolve(objective, vote.choice, vote.left_correct, vote.right_correct)
+    side = resolve(objective, vote.choice, vote.left_correct, vote.right_correct, vote.left_wrong_language,
+                   vote.right_wrong_language)
     if side == "tie":
         return "tie"
     winner = vote.left_model if side == "left" else vote.right_model
@@ -193,6 +194,9 @@ def run(args) -> int:
     result = tally(votes, meta["set_hash"], meta["models"], objective, args.bootstrap, args.seed)
     print(format_table(result) if votes else f"{args.db}: no votes yet")
     if args.output:
-        write_json(args.output, result)
+        try:
+            write_json(args.output, result)
+        except OSError as e:
+            raise FireflyError(f"cannot write {args.output}: {e.strerror}") from None
         print(f"wrote {args.output}")
     return 0

@@ -1,12 +1,14 @@
 """The vote store of the human evaluation: one SQLite file (WAL) per evaluation set.
 
 `firefly-judge` writes it through `VoteStore`; `firefly-eval tally` reads it with `read_votes` / `read_meta`.
-Tables: `meta` (set id/hash, models, side salt), `annotators` (name, sha256 of the token, admin flag),
-`sides` (which model is on the left, per annotator, item and pair: decided once and recorded), `votes`
-(one row per annotator, item and pair) and `skips`.
+Tables: `meta` (set id/hash, models, side salt, the key of the browser's remembered token), `annotators`
+(name, sha256 of the token, admin flag), `sides` (which model is on the left, per annotator, item and pair:
+decided once and recorded), `votes` (one row per annotator, item and pair) and `skips`.
 
 A vote is committed (synchronous=FULL) before `record_vote` returns, so anything the app acknowledges
-survives a kill of the server.
+survives a kill of the server; `close` checkpoints the write-ahead log into the main file, so after a clean
+shutdown the database is that one file. Schema 1 databases (before the wrong-language columns and the
+browser key) are upgraded in place when the app opens them; the read-only readers read both.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from pathlib import Path
 from firefly_train.errors import FireflyError, InputError
 from firefly_train.io import atomic_open
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 CHOICES = ("left", "right", "tie")
 
 _SCHEMA = """
@@ -37,6 +40,7 @@ CREATE TABLE votes (annotator TEXT NOT NULL, item_id TEXT NOT NULL, pair TEXT NO
                     left_model TEXT NOT NULL, right_model TEXT NOT NULL,
                     choice TEXT NOT NULL CHECK (choice IN ('left', 'right', 'tie')),
                     left_correct INTEGER, right_correct INTEGER, comment TEXT NOT NULL, created_at REAL NOT NULL,
+                    left_wrong_language INTEGER, right_wrong_language INTEGER,
                     PRIMARY KEY (annotator, item_id, pair));
 CREATE TABLE skips (annotator TEXT NOT NULL, item_id TEXT NOT NULL, pair TEXT NOT NULL, created_at REAL NOT NULL,
                     PRIMARY KEY (annotator, item_id, pair));
@@ -55,6 +59,9 @@ class Vote:
     right_correct: bool | None
     comment: str
     created_at: float
+    # open-ended items: whether each side is in the wrong language (rules.resolve); None where not recorded
+    left_wrong_language: bool | None = None
+    right_wrong_language: bool | None = None
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -85,11 +92,15 @@ def _flag(value) -> bool | None:
 
 
 def _vote_from_row(row) -> Vote:
-    (annotator, item_id, task, left, right, choice, lc, rc, comment, created_at) = row
-    return Vote(annotator, item_id, task, left, right, choice, _flag(lc), _flag(rc), comment, created_at)
+    (annotator, item_id, task, left, right, choice, lc, rc, comment, created_at, lw, rw) = row
+    return Vote(annotator, item_id, task, left, right, choice, _flag(lc), _flag(rc), comment, created_at,
+                _flag(lw), _flag(rw))
 
 
-_VOTE_COLUMNS = "annotator, item_id, task, left_model, right_model, choice, left_correct, right_correct, comment, created_at"
+_VOTE_COLUMNS = ("annotator, item_id, task, left_model, right_model, choice, left_correct, right_correct, comment, "
+                 "created_at, left_wrong_language, right_wrong_language")
+# Schema 1 had no wrong-language columns: read them as unknown.
+_VOTE_COLUMNS_V1 = _VOTE_COLUMNS.replace("left_wrong_language, right_wrong_language", "NULL, NULL")
 
 
 def _read_meta(conn, path) -> dict:
@@ -100,10 +111,10 @@ def _read_meta(conn, path) -> dict:
     missing = {"set_id", "set_hash", "models", "schema"} - set(rows)
     if missing:
         raise InputError(path, f"not a firefly votes database (meta lacks {sorted(missing)})")
-    if int(rows["schema"]) != SCHEMA_VERSION:
-        raise InputError(path, f"votes database schema {rows['schema']}, this version reads {SCHEMA_VERSION}")
+    if int(rows["schema"]) not in READABLE_SCHEMAS:
+        raise InputError(path, f"votes database schema {rows['schema']}, this version reads {READABLE_SCHEMAS}")
     return {"set_id": rows["set_id"], "set_hash": rows["set_hash"], "models": json.loads(rows["models"]),
-            "salt": rows.get("salt")}
+            "salt": rows.get("salt"), "schema": int(rows["schema"]), "browser_key": rows.get("browser_key")}
 
 
 def _open_readonly(db_path) -> sqlite3.Connection:
@@ -127,8 +138,8 @@ def read_votes(db_path) -> list[Vote]:
     """Every vote in a database, opened read-only, in the order they were first cast."""
     conn = _open_readonly(db_path)
     try:
-        _read_meta(conn, db_path)
-        rows = conn.execute(f"SELECT {_VOTE_COLUMNS} FROM votes ORDER BY created_at, rowid").fetchall()
+        columns = _VOTE_COLUMNS if _read_meta(conn, db_path)["schema"] >= 2 else _VOTE_COLUMNS_V1
+        rows = conn.execute(f"SELECT {columns} FROM votes ORDER BY created_at, rowid").fetchall()
     finally:
         conn.close()
     return [_vote_from_row(r) for r in rows]
@@ -166,13 +177,19 @@ class VoteStore:
                             conn.execute(stmt)
                     conn.executemany("INSERT INTO meta VALUES (?, ?)", [
                         ("schema", str(SCHEMA_VERSION)), ("set_id", set_id), ("set_hash", set_hash),
-                        ("models", json.dumps(self.models, ensure_ascii=False)), ("salt", secrets.token_hex(16))])
-                meta = _read_meta(conn, self.path)
+                        ("models", json.dumps(self.models, ensure_ascii=False)), ("salt", secrets.token_hex(16)),
+                        ("browser_key", secrets.token_hex(32))])
+            elif meta["schema"] == 1:
+                _upgrade_from_1(conn)
+            meta = _read_meta(conn, self.path)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
         self.set_id, self.set_hash, self._salt = meta["set_id"], meta["set_hash"], meta["salt"]
+        # The key that encrypts the token remembered by each browser (gr.BrowserState): kept here, so a
+        # restarted server still reads what browsers remembered.
+        self.browser_key: str = meta["browser_key"]
         self.pairs = all_pairs(self.models)
 
     @classmethod
@@ -182,8 +199,13 @@ class VoteStore:
         return cls(path, meta["set_id"], meta["set_hash"], meta["models"])
 
     def close(self) -> None:
+        """Checkpoint the write-ahead log into the main file and close (the -wal file is removed). Once."""
         with self._lock:
+            if self._conn is None:
+                return
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
+            self._conn = None
 
     def __enter__(self):
         return self
@@ -203,6 +225,17 @@ class VoteStore:
                 raise FireflyError(f"annotator {name!r} already exists in {self.path}")
             self._conn.execute("INSERT INTO annotators VALUES (?, ?, ?, ?)",
                                (name, token_hash(token), int(admin), time.time()))
+        return token
+
+    def reissue_token(self, name: str) -> str:
+        """A new token for an existing annotator (the old one stops working); returned once, like a new one."""
+        token = secrets.token_urlsafe(24)
+        with self._lock, _transaction(self._conn):
+            changed = self._conn.execute("UPDATE annotators SET token_sha256 = ? WHERE name = ?",
+                                         (token_hash(token), name.strip())).rowcount
+            if not changed:
+                known = [r[0] for r in self._conn.execute("SELECT name FROM annotators ORDER BY created_at")]
+                raise FireflyError(f"no annotator {name.strip()!r} in {self.path} (annotators: {', '.join(known) or 'none'})")
         return token
 
     def annotator_for(self, token: str | None) -> tuple[str, bool] | None:
@@ -258,19 +291,24 @@ class VoteStore:
             raise FireflyError(f"vote by {vote.annotator!r} on {vote.item_id!r} has the sides swapped "
                                "relative to what was shown")
         flags = [None if f is None else int(bool(f)) for f in (vote.left_correct, vote.right_correct)]
+        languages = [None if f is None else int(bool(f)) for f in (vote.left_wrong_language, vote.right_wrong_language)]
         row = (vote.annotator, vote.item_id, _pair_key(pair), vote.task, vote.left_model, vote.right_model,
-               vote.choice, *flags, vote.comment or "", vote.created_at)
+               vote.choice, *flags, vote.comment or "", vote.created_at, *languages)
         with self._lock, _transaction(self._conn):
             if not self._conn.execute("SELECT 1 FROM annotators WHERE name = ?", (vote.annotator,)).fetchone():
                 raise FireflyError(f"unknown annotator {vote.annotator!r}")
             self._conn.execute(
                 "INSERT INTO votes (annotator, item_id, pair, task, left_model, right_model, choice, left_correct,"
-                " right_correct, comment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " right_correct, comment, created_at, left_wrong_language, right_wrong_language)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (annotator, item_id, pair) DO UPDATE SET choice=excluded.choice,"
                 " left_correct=excluded.left_correct, right_correct=excluded.right_correct,"
-                " comment=excluded.comment, created_at=excluded.created_at"
+                " comment=excluded.comment, created_at=excluded.created_at,"
+                " left_wrong_language=excluded.left_wrong_language, right_wrong_language=excluded.right_wrong_language"
                 " WHERE choice IS NOT excluded.choice OR left_correct IS NOT excluded.left_correct"
-                " OR right_correct IS NOT excluded.right_correct OR comment IS NOT excluded.comment", row)
+                " OR right_correct IS NOT excluded.right_correct OR comment IS NOT excluded.comment"
+                " OR left_wrong_language IS NOT excluded.left_wrong_language"
+                " OR right_wrong_language IS NOT excluded.right_wrong_language", row)
             self._conn.execute("DELETE FROM skips WHERE annotator=? AND item_id=? AND pair=?",
                                (vote.annotator, vote.item_id, _pair_key(pair)))
 
@@ -279,6 +317,11 @@ class VoteStore:
         key = _pair_key(self._check_pair(pair))
         with self._lock, _transaction(self._conn):
             self._conn.execute("INSERT OR REPLACE INTO skips VALUES (?, ?, ?, ?)", (annotator, item_id, key, time.time()))
+
+    def unskip_all(self, annotator: str) -> None:
+        """Bring back every item the annotator put aside (they are asked again, in their queue's order)."""
+        with self._lock, _transaction(self._conn):
+            self._conn.execute("DELETE FROM skips WHERE annotator = ?", (annotator,))
 
     def votes_of(self, annotator: str) -> list[Vote]:
         with self._lock:
@@ -307,6 +350,15 @@ class VoteStore:
         votes = self.all_votes()
         write_votes_csv(path, votes)
         return len(votes)
+
+
+def _upgrade_from_1(conn) -> None:
+    """Schema 1 -> 2: the wrong-language columns (unknown for earlier votes) and the browser key."""
+    with _transaction(conn):
+        conn.execute("ALTER TABLE votes ADD COLUMN left_wrong_language INTEGER")
+        conn.execute("ALTER TABLE votes ADD COLUMN right_wrong_language INTEGER")
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('browser_key', ?)", (secrets.token_hex(32),))
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
 
 def write_votes_csv(path, votes: list[Vote]) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from firefly_eval.votes import read_votes, write_votes_csv
+from firefly_train.errors import FireflyError
 
 
 def add_arguments(parser) -> None:
@@ -11,6 +12,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     votes = read_votes(args.db)
-    write_votes_csv(args.output, votes)
+    try:
+        write_votes_csv(args.output, votes)
+    except OSError as e:
+        raise FireflyError(f"cannot write {args.output}: {e.strerror}") from None
     print(f"wrote {len(votes)} votes to {args.output}")
     return 0

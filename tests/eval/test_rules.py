@@ -98,11 +98,46 @@ def test_resolve_rejects_unknown_choice():
 
 
 def test_translating_english_into_chinese_does_not_ask_for_english():
-    from firefly_eval.rules import asks_for_english, wrong_language
+    from firefly_eval.rules import asks_for_other_language, wrong_language
 
-    assert not asks_for_english("请把下面的英文翻译成中文：Time is money.")
-    assert asks_for_english("请用英文回答：北京是哪个国家的首都？")
+    assert not asks_for_other_language("请把下面的英文翻译成中文：Time is money.")
+    assert asks_for_other_language("请用英文回答：北京是哪个国家的首都？")
+    assert asks_for_other_language("把这句话翻译成法语：我喜欢晚上散步。")
     assert wrong_language("请把下面的英文翻译成中文：Time flies.", "Time flies like an arrow, they say.")
+
+
+@pytest.mark.parametrize("prompt, answer, script", [
+    ("请介绍一下北京。", "Beijing is the capital of China.", "Latin"),
+    ("请介绍一下北京。", "Pekín es la capital de China y una ciudad muy antigua.", "Latin"),  # Spanish
+    ("请介绍一下北京。", "Pékin est la capitale de la Chine, très ancienne.", "Latin"),  # French
+    ("请介绍一下北京。", "Пекин — столица Китая и очень старый город.", "Cyrillic"),
+    ("请介绍一下北京。", "베이징은 중국의 수도 입니다 아주 오래된 도시", "Hangul"),
+    ("请介绍一下北京。", "北京是中国的首都。", None),
+    ("把这句话翻译成法语：我喜欢晚上散步。", "J'aime me promener le soir.", None),  # French was asked for
+])
+def test_foreign_script_names_what_is_detected(prompt, answer, script):
+    from firefly_eval.rules import foreign_script
+
+    assert foreign_script(prompt, answer) == script
+    assert wrong_language(prompt, answer) is (script is not None)
+
+
+@pytest.mark.parametrize("choice, lw, rw, expected", [
+    ("left", True, False, "right"),  # the English answer was preferred: it loses all the same
+    ("tie", True, False, "right"),
+    ("right", False, True, "left"),
+    ("left", True, True, "left"),  # both in the wrong language: the preference stands
+    ("right", False, False, "right"),
+    ("left", None, None, "left"),  # not recorded (older votes): the preference stands
+])
+def test_resolve_wrong_language_on_open_ended_items(choice, lw, rw, expected):
+    assert resolve(False, choice, None, None, lw, rw) == expected
+
+
+def test_resolve_wrong_language_on_objective_items_is_a_wrong_answer():
+    assert resolve(True, "left", True, True, True, False) == "right"
+    assert resolve(True, "left", True, False, False, True) == "left"
+    assert resolve(True, "right", False, True, False, True) == "tie"  # wrong and wrong
 
 
 def test_addresses_are_not_english_words():
