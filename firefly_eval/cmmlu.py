@@ -37,7 +37,12 @@ def add_arguments(p):
     p.add_argument("--subjects", nargs="+", default=None, help="only these subjects (default: all in the folder)")
     p.add_argument("--mode", choices=("ppl", "gen"), default="ppl",
                    help="ppl: pick the answer letter with the lowest perplexity (default); gen: generate it")
-    p.add_argument("--batch-size", type=int, default=None, help="default: 16 on a GPU, 4 on the CPU")
+    p.add_argument("--engine", choices=("firefly", "opencompass"), default="firefly",
+                   help="PPL scoring: firefly (default: the shared 5-shot prefix and each question run once, the "
+                        "options read off one logits row; firefly_eval/prefix_ppl.py) or opencompass (its own "
+                        "get_ppl: one full pass per option). Both use OpenCompass's data, prompts and summary")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="prompts per model call (default: 64 on a GPU with --engine firefly, else 16; 4 on the CPU)")
     p.add_argument("--max-seq-len", type=int, default=2048, help="prompts are truncated on the left to this")
     p.add_argument("-o", "--output", default=None, help="result JSON (default: results/cmmlu.json)")
     p.add_argument("--work-dir", default=None,
@@ -68,14 +73,15 @@ def summary_groups(data_dir: Path, subjects: list[str]) -> list[dict]:
     return groups + [{"name": "cmmlu", "subsets": [f"cmmlu-{s}" for s in subjects]}]
 
 
-def model_config(ckpt: str, mode: str, batch_size: int | None, max_seq_len: int) -> dict:
+def model_config(ckpt: str, mode: str, batch_size: int | None, max_seq_len: int, engine: str = "firefly") -> dict:
     import torch
 
     from firefly_eval.opencompass_model import FireflyCausalLM
 
     gpu = torch.cuda.is_available()
-    return dict(type=FireflyCausalLM, abbr=MODEL_ABBR, path=ckpt, max_seq_len=max_seq_len,
-                batch_size=batch_size or (16 if gpu else 4), max_out_len=16 if mode == "gen" else 1,
+    cached = engine == "firefly" and mode == "ppl"
+    return dict(type=FireflyCausalLM, abbr=MODEL_ABBR, path=ckpt, max_seq_len=max_seq_len, prefix_cache=cached,
+                batch_size=batch_size or ((64 if cached else 16) if gpu else 4), max_out_len=16 if mode == "gen" else 1,
                 run_cfg=dict(num_gpus=1 if gpu else 0))
 
 
@@ -172,14 +178,14 @@ def _dotted(obj):
 
 
 def run_opencompass(ckpt: str, data_dir: Path, subjects: list[str], mode: str, limit: int | None,
-                    work: Path, batch_size: int | None = None, max_seq_len: int = 2048) -> Path:
+                    work: Path, batch_size: int | None = None, max_seq_len: int = 2048, engine: str = "firefly") -> Path:
     """Run inference, evaluation and the summary; return OpenCompass's summary CSV."""
     from mmengine.config import Config
     from opencompass.summarizers import DefaultSummarizer
 
     datasets = dataset_configs(data_dir, subjects, mode, limit)
     groups = summary_groups(data_dir, subjects)
-    cfg = Config(_dotted(dict(models=[model_config(ckpt, mode, batch_size, max_seq_len)], datasets=datasets,
+    cfg = Config(_dotted(dict(models=[model_config(ckpt, mode, batch_size, max_seq_len, engine)], datasets=datasets,
                               work_dir=str(work), summarizer=dict(summary_groups=groups))),
                  format_python_code=False)
     work.mkdir(parents=True, exist_ok=True)
@@ -215,15 +221,16 @@ def run(args) -> int:
     data_hash = cmmlu_data.data_hash(data_dir, subjects)
     work = Path(args.work_dir) if args.work_dir else results.resume_dir(output, "opencompass", {
         "model": checkpoints.fingerprint(args.ckpt), "data": data_hash, "subjects": subjects, "mode": args.mode,
-        "limit": args.limit, "max_seq_len": args.max_seq_len, "versions": results.versions()})
+        "limit": args.limit, "max_seq_len": args.max_seq_len, "engine": args.engine, "versions": results.versions()})
     done = [s for s in subjects if (work / "predictions" / MODEL_ABBR / f"cmmlu-{s}.json").is_file()]
     if done:
         print(f"resuming {work}: {len(done)} of {len(subjects)} subjects already predicted", file=sys.stderr)
     summary_path = run_opencompass(ckpt, data_dir, subjects, args.mode, args.limit, work.resolve(),
-                                   args.batch_size, args.max_seq_len)
+                                   args.batch_size, args.max_seq_len, args.engine)
     scores = read_summary(summary_path)
     result = {
-        "format": 1, "kind": "cmmlu", "model": model, "mode": args.mode, "shots": cmmlu_data.SHOTS,
+        "format": 1, "kind": "cmmlu", "model": model, "mode": args.mode, "engine": args.engine,
+        "shots": cmmlu_data.SHOTS,
         "subjects": {s: scores[f"cmmlu-{s}"] for s in subjects},
         "categories": {cat: scores.get(name) for cat, name in GROUP_NAMES.items()},
         "average": scores["cmmlu"],

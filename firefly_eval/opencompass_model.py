@@ -1,12 +1,16 @@
 """OpenCompass model class for any `--ckpt` form, and the one transformers-5 compatibility shim.
 
 OpenCompass 0.5.4's `HuggingFaceBaseModel` loads weights from a plain HF path and encodes batches with
-`tokenizer.batch_encode_plus`, which transformers 5 removed. This subclass keeps all of OpenCompass's
-scoring code (`get_ppl`, `generate`, `get_token_len`) and changes only two things:
+`tokenizer.batch_encode_plus`, which transformers 5 removed. This subclass keeps OpenCompass's data,
+prompts, retriever, inferencer and summariser, and changes three things:
 
 * loading goes through `firefly_eval.checkpoints.load`, so LoRA checkpoints (merged in memory), expanded
   vocabularies and the embedded alias work, on CUDA in bf16 when present and on the CPU in fp32 otherwise;
-* the tokenizer gets `batch_encode_plus` back as an alias of `__call__` (same arguments, same output).
+* the tokenizer gets `batch_encode_plus` back as an alias of `__call__` (same arguments, same output);
+* with `prefix_cache=True` (firefly-eval's default), `get_ppl` computes OpenCompass's own definition of a
+  prompt's perplexity through `firefly_eval.prefix_ppl`: the few-shot prefix a batch shares is run once,
+  each question's stem once, and the options of a question are read off one logits row. Prompts with a
+  `mask_length`, or longer than `max_seq_len` (where OpenCompass truncates), take OpenCompass's own path.
 
 PPL scoring pads on the right (every real token keeps its position id; OpenCompass masks pads out of the
 loss), generation pads on the left.
@@ -15,10 +19,13 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 from opencompass.models.base import LMTemplateParser
-from opencompass.models.huggingface_above_v4_33 import HuggingFaceBaseModel
+from opencompass.models.huggingface_above_v4_33 import HuggingFaceBaseModel, _convert_base_messages
 from opencompass.registry import MODELS
 from opencompass.utils.logging import get_logger
+
+from firefly_eval.prefix_ppl import PrefixCachedPPL
 
 
 @MODELS.register_module()
@@ -26,7 +33,8 @@ class FireflyCausalLM(HuggingFaceBaseModel):
     """`path` is any reference `firefly_eval.checkpoints` accepts (alias, HF folder, LoRA checkpoint)."""
 
     def __init__(self, path: str, max_seq_len: int = 2048, tokenizer_only: bool = False,
-                 generation_kwargs: dict | None = None, stop_words: list | None = None, **other_kwargs):
+                 generation_kwargs: dict | None = None, stop_words: list | None = None, prefix_cache: bool = False,
+                 **other_kwargs):
         from firefly_eval import checkpoints
         from firefly_train.models import load_tokenizer, resolve_checkpoint
 
@@ -44,6 +52,9 @@ class FireflyCausalLM(HuggingFaceBaseModel):
             self.model, self.tokenizer, _ = checkpoints.load(path)
             self.model.generation_config.do_sample = False
             self.logger.info(f"loaded {path} on {self.model.device} ({self.model.dtype})")
+        self.prefix_ppl = None
+        if prefix_cache and not tokenizer_only:
+            self.prefix_ppl = PrefixCachedPPL(self.model, self.tokenizer.pad_token_id)
         self.tokenizer.batch_encode_plus = self.tokenizer.__call__  # removed in transformers 5
         self.tokenizer.truncation_side = "left"
         for k, v in other_kwargs.items():
@@ -59,6 +70,10 @@ class FireflyCausalLM(HuggingFaceBaseModel):
             self.tokenizer.padding_side = old
 
     def get_ppl(self, inputs, mask_length=None):
+        if self.prefix_ppl is not None and mask_length is None:
+            rows = self.tokenizer(_convert_base_messages(inputs), add_special_tokens=True)["input_ids"]
+            if max(map(len, rows)) <= self.max_seq_len:
+                return np.array(self.prefix_ppl(rows), dtype=np.float64)
         with self._padding("right"):
             return super().get_ppl(inputs, mask_length)
 

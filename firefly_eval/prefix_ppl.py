@@ -1,0 +1,129 @@
+"""OpenCompass's perplexity of a prompt, computed once per shared prefix and once per question.
+
+OpenCompass's PPL inferencer scores a multiple-choice question by calling `get_ppl` on four prompts that
+differ only in their last token (`...答案是: A` .. `D`), one label at a time over the whole subject, and
+each prompt repeats the subject's 5-shot prefix. `get_ppl` averages the loss over every token of a
+prompt, so per prompt it needs:
+
+    sum over targets 1..n-2 of the per-token loss   (the same for the four options: the "stem")
+  + the loss of the last token                      (read off the stem's last logits row)
+  / the number of tokens                            (padding ids excluded, as OpenCompass does)
+
+`PrefixCachedPPL` computes the stem of each question once, with the key/value cache of the prefix the
+batch shares (computed once, reused while prompts keep starting with it), and keeps the stem's last
+logits row, so the other options of the question are answered without running the model. The numbers
+follow OpenCompass's definition (logits in the model's dtype, loss in float32, padding ids ignored as
+targets and not counted); they differ from its batched full passes only by floating-point noise.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+
+MIN_PREFIX = 8  # shorter common prefixes are not worth a cache
+
+
+def common_prefix_len(rows: list[list[int]]) -> int:
+    first = rows[0]
+    n = min(len(r) for r in rows)
+    for j in range(n):
+        t = first[j]
+        if any(r[j] != t for r in rows):
+            return j
+    return n
+
+
+class PrefixCachedPPL:
+    """Callable: token id rows -> OpenCompass `get_ppl` values. Keeps the last prefix and up to
+    `max_stems` stems (key: the prompt without its last token)."""
+
+    def __init__(self, model, pad_id: int | None, max_stems: int = 8192):
+        self.model = model
+        self.pad_id = pad_id
+        self.max_stems = max_stems
+        self.prefix: tuple[int, ...] = ()
+        self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.prefix_loss = 0.0  # float32 sum of the losses of targets 1..P-1
+        self.prefix_last: torch.Tensor | None = None  # logits row at position P-1 (model dtype)
+        # stem (prompt without its last token) -> (float32 loss sum of its targets, its last logits row)
+        self.stems: OrderedDict[tuple[int, ...], tuple[float, torch.Tensor]] = OrderedDict()
+        self.forward_tokens = 0  # tokens run through the model, for the benchmark
+
+    def __call__(self, rows: list[list[int]]) -> list[float]:
+        if any(len(r) < 2 for r in rows):
+            raise ValueError("every prompt needs at least two tokens")
+        missing = list(dict.fromkeys(tuple(r[:-1]) for r in rows if tuple(r[:-1]) not in self.stems))
+        if missing:
+            self._fill_stems(missing)
+        out = []
+        for r in rows:
+            loss, last = self.stems[tuple(r[:-1])]
+            self.stems.move_to_end(tuple(r[:-1]))
+            if r[-1] != self.pad_id:
+                loss += self._token_loss(last, r[-1])
+            count = sum(1 for t in r if t != self.pad_id)
+            out.append(loss / count)
+        return out
+
+    def _token_loss(self, logits_row: torch.Tensor, target: int) -> float:
+        row = logits_row.float()
+        return float(torch.logsumexp(row, -1) - row[target])
+
+    @torch.inference_mode()
+    def _fill_stems(self, stems: list[tuple[int, ...]]) -> None:
+        p = common_prefix_len(stems + [self.prefix] if len(stems) == 1 and self.prefix else stems)
+        p = min(p, min(len(s) for s in stems) - 1)  # every stem keeps at least one token of its own
+        if p < MIN_PREFIX:
+            p = 0
+        if p and stems[0][:p] != self.prefix:
+            self._set_prefix(stems[0][:p])
+        device = self.model.device
+        width = max(len(s) for s in stems) - p
+        ids = torch.full((len(stems), width), self.pad_id or 0, dtype=torch.long)
+        mask = torch.zeros((len(stems), p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        for i, s in enumerate(stems):
+            ids[i, : len(s) - p] = torch.tensor(s[p:])
+            mask[i, p: len(s)] = 1
+        kwargs = {}
+        if p:
+            from transformers import DynamicCache
+
+            kwargs["cache"] = DynamicCache(ddp_cache_data=[
+                (k.expand(len(stems), -1, -1, -1), v.expand(len(stems), -1, -1, -1)) for k, v in self.prefix_kv])
+            kwargs["position_ids"] = torch.arange(p, p + width, device=device).unsqueeze(0)
+        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=bool(p),
+                            **kwargs).logits
+        self.forward_tokens += int(mask[:, p:].sum())
+        for i, s in enumerate(stems):
+            n = len(s) - p  # this stem's rows in `logits`: positions p .. len(s)-1
+            targets = torch.tensor(s[p + 1:], device=device)
+            loss = self._sum_losses(logits[i, : n - 1], targets)
+            if p:
+                loss += 0.0 if s[p] == self.pad_id else self._token_loss(self.prefix_last, s[p])
+                loss += self.prefix_loss
+            self.stems[s] = (loss, logits[i, n - 1].clone())
+            if len(self.stems) > self.max_stems:
+                self.stems.popitem(last=False)
+
+    def _sum_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
+        if targets.numel() == 0:
+            return 0.0
+        losses = F.cross_entropy(logits.float(), targets, ignore_index=-100 if self.pad_id is None else self.pad_id,
+                                 reduction="none")
+        return float(losses.sum())
+
+    @torch.inference_mode()
+    def _set_prefix(self, prefix: tuple[int, ...]) -> None:
+        from transformers import DynamicCache
+
+        device = self.model.device
+        cache = DynamicCache()
+        logits = self.model(input_ids=torch.tensor([prefix], device=device), cache=cache, use_cache=True).logits[0]
+        self.forward_tokens += len(prefix)
+        self.prefix = prefix
+        self.prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+        self.prefix_loss = self._sum_losses(logits[:-1], torch.tensor(prefix[1:], device=device))
+        self.prefix_last = logits[-1].clone()
