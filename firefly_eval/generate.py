@@ -5,9 +5,11 @@ appended and fsynced. Rerunning the same command skips the items already answere
 a kill is cut away first); a file made for another set or with other settings is refused.
 
 Sampling follows the seed (top_p 0.9, temperature 0.35). Every item has its own seed, derived from the
-base seed and the item id, and its own random generator, so an item's answer does not depend on which
-other items share its batch (up to the float noise of padding). Engines: transformers batched `generate`
-with left padding (float32 on CPU, bf16 on GPU); vLLM on a GPU when it is installed (untested here).
+base seed and the item id; its noise at each step is a hash of (seed, step, token) (`firefly_eval.sampling`),
+so an item's answer does not depend on which other items share its batch (up to the float noise of
+padding). Engines: transformers with our own batched decoding loop (`StaticDecoder`: left padding, static
+KV cache, the decoding step compiled with CUDA graphs on a GPU; float32 on CPU, bf16 on GPU); vLLM on a GPU
+when it is installed (checked against a stand-in module only: it cannot be installed next to our torch).
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def add_arguments(parser) -> None:
                         help="chat template: 'auto' (the tokenizer's own) or a name from firefly_train.data.templates")
     parser.add_argument("--system", help="system prompt (default: none, or the template's own default)")
     parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", default="auto",
+                        help="prompts decoded together: 'auto' (all that fit on a GPU, 8 on a CPU) or a number")
     parser.add_argument("--temperature", type=float, default=0.35)
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=42, help="base seed; each item's seed derives from it and its id")
@@ -48,6 +51,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--engine", choices=("auto", "transformers", "vllm"), default="auto",
                         help="auto: vLLM on a GPU when installed, else transformers")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="decode eagerly on a GPU too (default there: compiled decoding step with CUDA graphs)")
 
 
 def default_model_name(ckpt: str) -> str:
@@ -94,11 +99,10 @@ def prepare_output(path: Path, eval_set, header: dict) -> set[str]:
     return {obj["id"] for _, obj in records}
 
 
-def stop_token_ids(tokenizer, model, template) -> list[int]:
-    """EOS ids that end an answer: the model's, the tokenizer's and the template's end-of-turn token."""
-    ids = set()
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+def stop_token_ids(tokenizer, configured_eos, template) -> list[int]:
+    """EOS ids that end an answer: the model's (`configured_eos`: an id, a list or None), the tokenizer's and
+    the template's end-of-turn token."""
+    ids = set(configured_eos if isinstance(configured_eos, (list, tuple)) else [configured_eos])
     ids.add(tokenizer.eos_token_id)
     if template.eot:
         eot = tokenizer.encode(template.eot, add_special_tokens=False)
@@ -114,56 +118,174 @@ def render_prompt(template, tokenizer, prompt: str, system: str | None) -> str:
     return text
 
 
-def _per_row_sampler(seeds: list[int], device):
-    """A logits processor that samples each row with its own generator and leaves only that token."""
+def parse_batch_size(value: str) -> int | None:
+    """`--batch-size`: a positive number, or 'auto' (None): as many as fit on a GPU, 8 on a CPU."""
+    if value == "auto":
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise FireflyError(f"--batch-size must be 'auto' or a number of at least 1, not {value!r}")
+    return size
+
+
+def auto_batch_size(model, n_items: int, max_len: int) -> int:
+    """All items in one batch when their KV cache (and the step's temporaries) fit in 80% of the free GPU memory;
+    otherwise as many as fit. 8 on a CPU."""
     import torch
-    from transformers import LogitsProcessor
 
-    class PerRowSampler(LogitsProcessor):
-        def __init__(self):
-            self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-
-        def __call__(self, input_ids, scores):
-            probs = torch.softmax(scores.float(), dim=-1)
-            picked = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])
-            out = torch.full_like(scores, float("-inf"))
-            out[torch.arange(len(seeds), device=scores.device), picked] = 0.0
-            return out
-
-    return PerRowSampler()
+    if model.device.type != "cuda":
+        return min(n_items, 8)
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    width = torch.finfo(model.dtype).bits // 8
+    kv_cache = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * max_len * width
+    prefill = max_len * (cfg.intermediate_size * 3 + cfg.hidden_size * 8) * width  # activations of one layer
+    sampler = model.get_output_embeddings().weight.shape[0] * 48  # float32/float64/int64 [rows, vocab] temporaries
+    free, _ = torch.cuda.mem_get_info(model.device)
+    return max(1, min(n_items, int(free * 0.8) // (kv_cache + prefill + sampler)))
 
 
-def generate_transformers(model, tokenizer, texts: list[str], seeds: list[int], args, eos_ids: list[int]):
-    """[(answer, n_tokens)] for one batch: left padding, per-row sampling, stop at any EOS id."""
-    import torch
-    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
-
-    tokenizer.padding_side = "left"
-    enc = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
-    processors = LogitsProcessorList()
-    if not args.greedy:
-        processors.extend([TemperatureLogitsWarper(args.temperature), TopPLogitsWarper(args.top_p),
-                           _per_row_sampler(seeds, model.device)])
-    with torch.inference_mode():
-        out = model.generate(**enc, do_sample=False, max_new_tokens=args.max_new_tokens, logits_processor=processors,
-                             eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id, temperature=None,
-                             top_p=None, top_k=None)
-    results = []
-    stops = set(eos_ids)
-    for row in out[:, enc["input_ids"].shape[1]:].tolist():
-        n = next((k for k, t in enumerate(row) if t in stops), len(row))
-        text = tokenizer.decode(row[:n], skip_special_tokens=True)
-        results.append((text.rstrip("\ufffd").strip(), n))  # a character cut by max_new_tokens is dropped
-    return results
+def plan_batches(n_items: int, batch_size: int) -> list[range]:
+    """Index ranges of near-equal batches of at most `batch_size` (every batch is then filled up to the size of
+    the first, so that one compiled decoding step serves them all)."""
+    n_batches = -(-n_items // batch_size)
+    size = -(-n_items // n_batches)
+    return [range(start, min(start + size, n_items)) for start in range(0, n_items, size)]
 
 
-def generate_vllm(folder: str, texts: list[str], seeds: list[int], args):  # GPU only; untested in this repo
+class StaticDecoder:
+    """Decodes left-padded batches of `rows` prompts with one static KV cache of `max_len` positions.
+
+    The prefill runs eagerly; the one-token decoding step is compiled on CUDA (`torch.compile`, mode
+    'reduce-overhead': CUDA graphs over a fixed batch and cache shape). If compiling or running the compiled
+    step fails, the batch is decoded again eagerly and `path` says so (a warning is logged).
+    """
+
+    def __init__(self, model, rows: int, max_len: int, compile_step: bool):
+        import torch
+        from transformers import StaticCache
+
+        self.model, self.rows, self.max_len = model, rows, max_len
+        self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        self.compiled = compile_step
+        self.path = "static cache, compiled step (CUDA graphs)" if compile_step else "static cache, eager"
+        self._step = (torch.compile(self._forward, mode="reduce-overhead", fullgraph=True, dynamic=False)
+                      if compile_step else self._forward)
+
+    def _forward(self, input_ids, position_ids, attention_mask):
+        out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
+                         cache=self.cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].float()
+
+    def decode(self, input_ids, attention_mask, max_new_tokens: int, pick, stop_ids: list[int]):
+        """[rows, <= max_new_tokens] new token ids; `pick(logits, step)` chooses each step's tokens."""
+        try:
+            return self._decode(input_ids, attention_mask, max_new_tokens, pick, stop_ids)
+        except Exception as e:  # noqa: BLE001 - any failure of the compiled step falls back to eager decoding
+            if not self.compiled:
+                raise
+            log.warning("compiled decoding failed (%s: %s); decoding eagerly", type(e).__name__, str(e)[:500])
+            self.compiled, self._step = False, self._forward
+            self.path = f"static cache, eager (compiled step failed: {type(e).__name__})"
+            return self._decode(input_ids, attention_mask, max_new_tokens, pick, stop_ids)
+
+    def _decode(self, input_ids, attention_mask, max_new_tokens, pick, stop_ids):
+        import torch
+
+        rows, prompt_len = input_ids.shape
+        if rows != self.rows or prompt_len + max_new_tokens > self.max_len:
+            raise ValueError(f"batch {rows}x{prompt_len} (+{max_new_tokens}) does not fit {self.rows}x{self.max_len}")
+        mask = torch.ones(rows, self.max_len, dtype=attention_mask.dtype, device=input_ids.device)
+        mask[:, :prompt_len] = attention_mask
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        stops = torch.tensor(stop_ids, dtype=torch.long, device=input_ids.device)
+        with torch.no_grad():  # not inference_mode: the cache's tensors stay usable by the compiled step
+            self.cache.reset()
+            token = pick(self._forward(input_ids, positions, mask), 0)
+            tokens, finished = [token], torch.isin(token, stops)
+            last_position = positions[:, -1:]
+            for step in range(1, max_new_tokens):
+                if step % 32 == 0 and bool(finished.all()):
+                    break
+                if self.compiled:
+                    torch.compiler.cudagraph_mark_step_begin()
+                token = pick(self._step(token[:, None], last_position + step, mask), step)
+                tokens.append(token)
+                finished |= torch.isin(token, stops)
+        return torch.stack(tokens, dim=1)
+
+
+def greedy_pick(logits, step: int):
+    return logits.argmax(dim=-1)
+
+
+def answer_text(tokenizer, row: list[int], stop_ids: list[int]) -> tuple[str, int]:
+    """(answer, tokens): the new tokens up to the first stop id, decoded; a character cut by the token limit
+    is dropped."""
+    stops = set(stop_ids)
+    n = next((k for k, t in enumerate(row) if t in stops), len(row))
+    return tokenizer.decode(row[:n], skip_special_tokens=True).rstrip("\ufffd").strip(), n
+
+
+class BatchedGenerator:
+    """Answers prompts in batches, longest prompts first, through one `StaticDecoder`.
+
+    Batches of `batch_size` (None: `auto_batch_size`) are left-padded and filled up to equal size with copies
+    of their last prompt (the answers of those copies are dropped). `compile_step` (None: on CUDA) compiles
+    the decoding step; `decoder.path` says which decoding ran."""
+
+    def __init__(self, model, tokenizer, texts: list[str], args, stop_ids: list[int], batch_size: int | None = None,
+                 compile_step: bool | None = None):
+        self.model, self.tokenizer, self.args, self.stop_ids = model, tokenizer, args, stop_ids
+        tokenizer.padding_side = "left"
+        self.ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        self.order = sorted(range(len(texts)), key=lambda i: -len(self.ids[i]))  # an out-of-memory shows at once
+        max_len = len(self.ids[self.order[0]]) + args.max_new_tokens
+        self.batches = plan_batches(len(texts), batch_size or auto_batch_size(model, len(texts), max_len))
+        if compile_step is None:
+            compile_step = model.device.type == "cuda"
+        self.decoder = StaticDecoder(model, len(self.batches[0]), max_len, compile_step)
+
+    def batch_inputs(self, batch: range) -> tuple[list[int], dict]:
+        """(members: indices into texts, fillers included; the left-padded encoding of their prompts)."""
+        members = [self.order[k] for k in batch]
+        members += [members[-1]] * (self.decoder.rows - len(members))
+        enc = self.tokenizer.pad({"input_ids": [self.ids[i] for i in members]}, return_tensors="pt")
+        return members, enc.to(self.model.device)
+
+    def answers(self, seeds: list[int]):
+        """Yields (index into texts, answer, tokens), batch by batch."""
+        from firefly_eval.sampling import ItemSampler
+
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        for batch in self.batches:
+            members, enc = self.batch_inputs(batch)
+            pick = greedy_pick if self.args.greedy else ItemSampler(
+                [seeds[i] for i in members], vocab, self.args.temperature, self.args.top_p, self.model.device)
+            out = self.decoder.decode(enc["input_ids"], enc["attention_mask"], self.args.max_new_tokens, pick,
+                                      self.stop_ids)
+            for i, row in zip(members[:len(batch)], out.tolist()):
+                yield (i, *answer_text(self.tokenizer, row, self.stop_ids))
+
+
+def generate_vllm(folder: str, tokenizer_folder: str, texts: list[str], seeds: list[int], args, stop_ids: list[int]):
+    """[(answer, tokens)] from vLLM with one seeded request per item (GPU only; vLLM cannot be installed next to
+    this project's torch, so this adapter is covered by a contract test against a stand-in module only)."""
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=folder, seed=args.seed)
-    params = [SamplingParams(temperature=0.0 if args.greedy else args.temperature, top_p=1.0 if args.greedy else args.top_p,
-                             max_tokens=args.max_new_tokens, seed=s) for s in seeds]
-    return [(o.outputs[0].text.strip(), len(o.outputs[0].token_ids)) for o in llm.generate(texts, params)]
+    llm = LLM(model=folder, tokenizer=tokenizer_folder, seed=args.seed, dtype="bfloat16")
+    params = [SamplingParams(temperature=0.0 if args.greedy else args.temperature,
+                             top_p=1.0 if args.greedy else args.top_p, max_tokens=args.max_new_tokens, seed=s,
+                             stop_token_ids=stop_ids, skip_special_tokens=True) for s in seeds]
+    results = []
+    for request in llm.generate(texts, params):
+        out = request.outputs[0]
+        n = next((k for k, t in enumerate(out.token_ids) if t in set(stop_ids)), len(out.token_ids))
+        results.append((out.text.rstrip("\ufffd").strip(), n))
+    return results
 
 
 def _use_vllm(args, device: str, ck) -> bool:
@@ -184,8 +306,9 @@ def run(args) -> int:
     from firefly_eval.eval_set import load_set
     from firefly_train.models import default_device, resolve_checkpoint
 
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise FireflyError("--batch-size and --max-new-tokens must be at least 1")
+    batch_size = parse_batch_size(args.batch_size)
+    if args.max_new_tokens < 1:
+        raise FireflyError("--max-new-tokens must be at least 1")
     if not args.greedy and not (args.temperature > 0 and 0 < args.top_p <= 1):
         raise FireflyError("sampling needs --temperature > 0 and 0 < --top-p <= 1 (or use --greedy)")
     eval_set = load_set(args.set_path)
@@ -204,32 +327,38 @@ def run(args) -> int:
     from firefly_train.models import load_tokenizer
 
     started = time.time()
+    seeds = [item_seed(args.seed, it.id) for it in pending]
     if _use_vllm(args, device, ck):
+        from transformers import GenerationConfig
+
         tokenizer = load_tokenizer(ck.tokenizer)
         template = get_template(args.template, tokenizer)
+        try:
+            configured_eos = GenerationConfig.from_pretrained(str(ck.base)).eos_token_id
+        except OSError:  # no generation_config.json: the tokenizer's EOS and the template's end of turn
+            configured_eos = None
+        stop_ids = stop_token_ids(tokenizer, configured_eos, template)
         texts = [render_prompt(template, tokenizer, it.prompt, args.system) for it in pending]
-        seeds = [item_seed(args.seed, it.id) for it in pending]
-        for it, seed, (answer, n) in zip(pending, seeds, generate_vllm(str(ck.base), texts, seeds, args)):
-            append_jsonl(out, {"id": it.id, "answer": answer, "seed": seed, "tokens": n})
-        return 0
-    model, tokenizer, _ = load(args.ckpt, device=device)
-    template = get_template(args.template, tokenizer)
-    eos_ids = stop_token_ids(tokenizer, model, template)
-    texts = {it.id: render_prompt(template, tokenizer, it.prompt, args.system) for it in pending}
-    # Longest prompts first: little padding per batch, and an out-of-memory shows at once.
-    lengths = {i: len(tokenizer.encode(t, add_special_tokens=False)) for i, t in texts.items()}
-    pending.sort(key=lambda it: -lengths[it.id])
+        results = generate_vllm(str(ck.base), str(ck.tokenizer), texts, seeds, args, stop_ids)
+        answers = ((i, answer, n) for i, (answer, n) in enumerate(results))
+        describe = lambda: "vllm"  # noqa: E731
+    else:
+        model, tokenizer, _ = load(args.ckpt, device=device)
+        template = get_template(args.template, tokenizer)
+        stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id, template)
+        texts = [render_prompt(template, tokenizer, it.prompt, args.system) for it in pending]
+        generator = BatchedGenerator(model, tokenizer, texts, args, stop_ids, batch_size,
+                                     compile_step=False if args.no_compile else None)
+        answers = generator.answers(seeds)
+        describe = lambda: (f"transformers, {len(generator.batches)} batch(es) of {generator.decoder.rows}, "  # noqa: E731
+                            f"{generator.decoder.path}")
     total_tokens = 0
     with tqdm(total=len(pending), desc=f"generate {header['model']}", unit="item") as bar:
-        for start in range(0, len(pending), args.batch_size):
-            batch = pending[start:start + args.batch_size]
-            seeds = [item_seed(args.seed, it.id) for it in batch]
-            results = generate_transformers(model, tokenizer, [texts[it.id] for it in batch], seeds, args, eos_ids)
-            for it, seed, (answer, n) in zip(batch, seeds, results):
-                append_jsonl(out, {"id": it.id, "answer": answer, "seed": seed, "tokens": n})
-                total_tokens += n
-            bar.update(len(batch))
+        for i, answer, n in answers:
+            append_jsonl(out, {"id": pending[i].id, "answer": answer, "seed": seeds[i], "tokens": n})
+            total_tokens += n
+            bar.update(1)
     elapsed = time.time() - started
-    log.info("%d answers, %d tokens in %.1f s (%.1f tokens/s)", len(pending), total_tokens, elapsed,
-             total_tokens / max(elapsed, 1e-9))
+    log.info("%d answers, %d tokens in %.1f s (%.1f tokens/s; %s)", len(pending), total_tokens, elapsed,
+             total_tokens / max(elapsed, 1e-9), describe())
     return 0
