@@ -40,18 +40,18 @@ def model_folder(args) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="stage", required=True)
-    for name in STAGES:
-        p = sub.add_parser(name)
-        p.add_argument("--shape", type=Path, default=Path("configs/shapes/llama2-7b.json"))
-        p.add_argument("--vocab", type=int, default=55296)
-        p.add_argument("--model-dir", type=Path, default=Path("/tmp/firefly-bench-model"))
-        p.add_argument("--tokenizer", type=Path, help="tokenizer folder copied into a new --model-dir")
-        p.add_argument("--json", type=Path, help="also write the numbers here")
-        importlib.import_module(f"eval_stages.{name}").add_arguments(p)
+    ap.add_argument("stage", choices=STAGES)
+    stage_name = ap.parse_known_args()[0].stage
+    stage = importlib.import_module(f"eval_stages.{stage_name}")  # only the stage asked for is imported
+    ap.add_argument("--shape", type=Path, default=Path("configs/shapes/llama2-7b.json"))
+    ap.add_argument("--vocab", type=int, default=55296)
+    ap.add_argument("--model-dir", type=Path, default=Path("/tmp/firefly-bench-model"))
+    ap.add_argument("--tokenizer", type=Path, help="tokenizer folder copied into a new --model-dir")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    stage.add_arguments(ap)
     args = ap.parse_args()
     args.model_dir = model_folder(args)
-    result = importlib.import_module(f"eval_stages.{args.stage}").run(args)
+    result = stage.run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **result}, indent=2))
