@@ -222,12 +222,14 @@ def greedy_pick(logits, step: int):
     return logits.argmax(dim=-1)
 
 
-def answer_text(tokenizer, row: list[int], stop_ids: list[int]) -> tuple[str, int]:
-    """(answer, tokens): the new tokens up to the first stop id, decoded; a character cut by the token limit
-    is dropped."""
+def cut_at_stop(row: list[int], stop_ids: list[int]) -> list[int]:
+    """The new tokens before the first stop id."""
     stops = set(stop_ids)
-    n = next((k for k, t in enumerate(row) if t in stops), len(row))
-    return tokenizer.decode(row[:n], skip_special_tokens=True).rstrip("\ufffd").strip(), n
+    return row[:next((k for k, t in enumerate(row) if t in stops), len(row))]
+
+
+def answer_text(tokenizer, tokens: list[int]) -> str:
+    return tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd").strip()  # a cut character is dropped
 
 
 class BatchedGenerator:
@@ -237,13 +239,13 @@ class BatchedGenerator:
     of their last prompt (the answers of those copies are dropped). `compile_step` (None: on CUDA) compiles
     the decoding step; `decoder.path` says which decoding ran."""
 
-    def __init__(self, model, tokenizer, texts: list[str], args, stop_ids: list[int], batch_size: int | None = None,
-                 compile_step: bool | None = None):
-        self.model, self.tokenizer, self.args, self.stop_ids = model, tokenizer, args, stop_ids
+    def __init__(self, model, tokenizer, texts: list[str], max_new_tokens: int, stop_ids: list[int],
+                 batch_size: int | None = None, compile_step: bool | None = None):
+        self.model, self.tokenizer, self.max_new_tokens, self.stop_ids = model, tokenizer, max_new_tokens, stop_ids
         tokenizer.padding_side = "left"
         self.ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
         self.order = sorted(range(len(texts)), key=lambda i: -len(self.ids[i]))  # an out-of-memory shows at once
-        max_len = len(self.ids[self.order[0]]) + args.max_new_tokens
+        max_len = len(self.ids[self.order[0]]) + max_new_tokens
         self.batches = plan_batches(len(texts), batch_size or auto_batch_size(model, len(texts), max_len))
         if compile_step is None:
             compile_step = model.device.type == "cuda"
@@ -256,19 +258,34 @@ class BatchedGenerator:
         enc = self.tokenizer.pad({"input_ids": [self.ids[i] for i in members]}, return_tensors="pt")
         return members, enc.to(self.model.device)
 
-    def answers(self, seeds: list[int]):
-        """Yields (index into texts, answer, tokens), batch by batch."""
+    def warm_up(self) -> None:
+        """A few steps of the first batch: compiles the decoding step and captures its CUDA graph on a GPU."""
+        _, enc = self.batch_inputs(self.batches[0])
+        self.decoder.decode(enc["input_ids"], enc["attention_mask"], min(4, self.max_new_tokens), greedy_pick,
+                            self.stop_ids)
+
+    def token_rows(self, seeds: list[int] | None, temperature: float = 0.35, top_p: float = 0.9):
+        """Yields (index into texts, new tokens before the stop), batch by batch; greedy when `seeds` is None,
+        else each prompt sampled with its seed (`firefly_eval.sampling.ItemSampler`)."""
         from firefly_eval.sampling import ItemSampler
 
         vocab = self.model.get_output_embeddings().weight.shape[0]
         for batch in self.batches:
             members, enc = self.batch_inputs(batch)
-            pick = greedy_pick if self.args.greedy else ItemSampler(
-                [seeds[i] for i in members], vocab, self.args.temperature, self.args.top_p, self.model.device)
-            out = self.decoder.decode(enc["input_ids"], enc["attention_mask"], self.args.max_new_tokens, pick,
+            pick = greedy_pick if seeds is None else ItemSampler(
+                [seeds[i] for i in members], vocab, temperature, top_p, self.model.device)
+            out = self.decoder.decode(enc["input_ids"], enc["attention_mask"], self.max_new_tokens, pick,
                                       self.stop_ids)
             for i, row in zip(members[:len(batch)], out.tolist()):
-                yield (i, *answer_text(self.tokenizer, row, self.stop_ids))
+                yield i, cut_at_stop(row, self.stop_ids)
+
+    def answers(self, seeds: list[int] | None, temperature: float = 0.35, top_p: float = 0.9):
+        """Yields (index into texts, answer, tokens), as `token_rows`."""
+        for i, tokens in self.token_rows(seeds, temperature, top_p):
+            yield i, answer_text(self.tokenizer, tokens), len(tokens)
+
+    def describe(self) -> str:
+        return f"{len(self.batches)} batch(es) of {self.decoder.rows}, {self.decoder.path}"
 
 
 def generate_vllm(folder: str, tokenizer_folder: str, texts: list[str], seeds: list[int], args, stop_ids: list[int]):
@@ -280,12 +297,28 @@ def generate_vllm(folder: str, tokenizer_folder: str, texts: list[str], seeds: l
     params = [SamplingParams(temperature=0.0 if args.greedy else args.temperature,
                              top_p=1.0 if args.greedy else args.top_p, max_tokens=args.max_new_tokens, seed=s,
                              stop_token_ids=stop_ids, skip_special_tokens=True) for s in seeds]
-    results = []
-    for request in llm.generate(texts, params):
-        out = request.outputs[0]
-        n = next((k for k, t in enumerate(out.token_ids) if t in set(stop_ids)), len(out.token_ids))
-        results.append((out.text.rstrip("\ufffd").strip(), n))
-    return results
+    return [(o.outputs[0].text.rstrip("\ufffd").strip(), len(cut_at_stop(list(o.outputs[0].token_ids), stop_ids)))
+            for o in llm.generate(texts, params)]
+
+
+def _vllm_answers(args, ck, prompts: list[str], seeds: list[int]):
+    """(index, answer, tokens) for each prompt through `generate_vllm`, with the transformers engine's template and
+    stop ids."""
+    from transformers import GenerationConfig
+
+    from firefly_train.data.templates import get_template
+    from firefly_train.models import load_tokenizer
+
+    tokenizer = load_tokenizer(ck.tokenizer)
+    template = get_template(args.template, tokenizer)
+    try:
+        configured_eos = GenerationConfig.from_pretrained(str(ck.base)).eos_token_id
+    except OSError:  # no generation_config.json: the tokenizer's EOS and the template's end of turn
+        configured_eos = None
+    stop_ids = stop_token_ids(tokenizer, configured_eos, template)
+    texts = [render_prompt(template, tokenizer, p, args.system) for p in prompts]
+    results = generate_vllm(str(ck.base), str(ck.tokenizer), texts, seeds, args, stop_ids)
+    return ((i, answer, n) for i, (answer, n) in enumerate(results))
 
 
 def _use_vllm(args, device: str, ck) -> bool:
@@ -324,34 +357,20 @@ def run(args) -> int:
     ck = resolve_checkpoint(args.ckpt)
     from firefly_eval.checkpoints import load
     from firefly_train.data.templates import get_template
-    from firefly_train.models import load_tokenizer
 
     started = time.time()
     seeds = [item_seed(args.seed, it.id) for it in pending]
+    generator = None
     if _use_vllm(args, device, ck):
-        from transformers import GenerationConfig
-
-        tokenizer = load_tokenizer(ck.tokenizer)
-        template = get_template(args.template, tokenizer)
-        try:
-            configured_eos = GenerationConfig.from_pretrained(str(ck.base)).eos_token_id
-        except OSError:  # no generation_config.json: the tokenizer's EOS and the template's end of turn
-            configured_eos = None
-        stop_ids = stop_token_ids(tokenizer, configured_eos, template)
-        texts = [render_prompt(template, tokenizer, it.prompt, args.system) for it in pending]
-        results = generate_vllm(str(ck.base), str(ck.tokenizer), texts, seeds, args, stop_ids)
-        answers = ((i, answer, n) for i, (answer, n) in enumerate(results))
-        describe = lambda: "vllm"  # noqa: E731
+        answers = _vllm_answers(args, ck, [it.prompt for it in pending], seeds)
     else:
         model, tokenizer, _ = load(args.ckpt, device=device)
         template = get_template(args.template, tokenizer)
         stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id, template)
         texts = [render_prompt(template, tokenizer, it.prompt, args.system) for it in pending]
-        generator = BatchedGenerator(model, tokenizer, texts, args, stop_ids, batch_size,
+        generator = BatchedGenerator(model, tokenizer, texts, args.max_new_tokens, stop_ids, batch_size,
                                      compile_step=False if args.no_compile else None)
-        answers = generator.answers(seeds)
-        describe = lambda: (f"transformers, {len(generator.batches)} batch(es) of {generator.decoder.rows}, "  # noqa: E731
-                            f"{generator.decoder.path}")
+        answers = generator.answers(None if args.greedy else seeds, args.temperature, args.top_p)
     total_tokens = 0
     with tqdm(total=len(pending), desc=f"generate {header['model']}", unit="item") as bar:
         for i, answer, n in answers:
@@ -360,5 +379,5 @@ def run(args) -> int:
             bar.update(1)
     elapsed = time.time() - started
     log.info("%d answers, %d tokens in %.1f s (%.1f tokens/s; %s)", len(pending), total_tokens, elapsed,
-             total_tokens / max(elapsed, 1e-9), describe())
+             total_tokens / max(elapsed, 1e-9), "vllm" if generator is None else generator.describe())
     return 0

@@ -1,9 +1,16 @@
+import importlib.machinery
 import json
+import sys
+import types
 from pathlib import Path
+
+import pytest
 
 from firefly_eval.cli import main
 from firefly_eval.eval_set import load_answers, load_set
-from firefly_eval.generate import default_model_name, item_seed
+from firefly_eval.generate import (BatchedGenerator, default_model_name, item_seed, parse_batch_size, plan_batches,
+                                   render_prompt)
+from firefly_train.errors import FireflyError
 
 TINY = Path(__file__).parent / "fixtures" / "tiny_set.jsonl"
 
@@ -73,7 +80,7 @@ def test_resume_refuses_other_set_or_settings(tiny_llama, tmp_path, capsys):
     assert out.read_bytes() == before  # nothing lost
 
 
-def test_answers_do_not_depend_on_batch(tiny_llama, tmp_path):
+def test_cli_answers_do_not_depend_on_batch(tiny_llama, tmp_path):
     one, three = tmp_path / "one.jsonl", tmp_path / "three.jsonl"
     assert gen(tiny_llama, one, "--limit", "3", "--batch-size", "1") == 0
     assert gen(tiny_llama, three, "--limit", "3", "--batch-size", "3") == 0
@@ -126,3 +133,179 @@ def test_lora_checkpoint_run_folder(tiny_llama, tmp_path):
                  "--max-new-tokens", "4", "--limit", "2"]) == 0
     header, *rows = lines(out)
     assert header["model"] == "run7" and header["ckpt"] == str(tmp_path / "run7") and len(rows) == 2
+
+
+def test_batch_size_flag_and_plan():
+    assert parse_batch_size("auto") is None and parse_batch_size("64") == 64
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(FireflyError, match="--batch-size"):
+            parse_batch_size(bad)
+    # near-equal batches, never larger than asked: 130 at 64 -> 3 of 44/43/43, not 64/64/2
+    assert [len(b) for b in plan_batches(130, 64)] == [44, 44, 42]
+    assert [len(b) for b in plan_batches(130, 130)] == [130] and [len(b) for b in plan_batches(3, 1)] == [1, 1, 1]
+    assert [i for b in plan_batches(17, 8) for i in b] == list(range(17))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_llama):
+    """The tiny Llama, float32 on the CPU, with its tokenizer and the tiny set's prompts (chatml)."""
+    from firefly_eval.checkpoints import load
+    from firefly_train.data.templates import get_template
+
+    model, tok, _ = load(str(tiny_llama), device="cpu")
+    template = get_template("chatml", tok)
+    texts = [render_prompt(template, tok, it.prompt, None) for it in load_set(TINY).items]
+    return model, tok, texts
+
+
+def token_rows(tiny_model, texts, seeds, batch_size, max_new_tokens=10, compile_step=False):
+    model, tok, _ = tiny_model
+    gen = BatchedGenerator(model, tok, texts, max_new_tokens, [tok.eos_token_id], batch_size, compile_step)
+    return dict(gen.token_rows(seeds)), gen
+
+
+def test_sampled_tokens_do_not_depend_on_batch_size_or_company(tiny_model):
+    """An item's tokens are the same alone, in batches of 2, 4 (two batches of 3, one filled up) or all 6, and
+    in another company (a subset, in another order)."""
+    texts = tiny_model[2]
+    seeds = [item_seed(42, it.id) for it in load_set(TINY).items]
+    alone, _ = token_rows(tiny_model, texts, seeds, 1)
+    assert all(len(row) == 10 for row in alone.values())  # a random model hardly ever stops early
+    for size in (2, 4, 6):
+        assert token_rows(tiny_model, texts, seeds, size)[0] == alone
+    subset = [4, 1, 2]
+    other, _ = token_rows(tiny_model, [texts[i] for i in subset], [seeds[i] for i in subset], 3)
+    assert {subset[k]: row for k, row in other.items()} == {i: alone[i] for i in subset}
+    other_seeds, _ = token_rows(tiny_model, texts, [s + 1 for s in seeds], 6)
+    assert all(other_seeds[i] != alone[i] for i in alone)
+
+
+def test_greedy_equals_plain_generate(tiny_model):
+    import torch
+
+    model, tok, texts = tiny_model
+    tok.padding_side = "left"
+    enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        plain = model.generate(**enc, do_sample=False, max_new_tokens=12, eos_token_id=[tok.eos_token_id],
+                               pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
+    expected = {i: row for i, row in enumerate(plain[:, enc["input_ids"].shape[1]:].tolist())}
+    for size in (2, 6):
+        assert token_rows(tiny_model, texts, None, size, max_new_tokens=12)[0] == expected
+
+
+def test_compiled_step_is_one_graph_and_matches_eager(tiny_model, monkeypatch):
+    """The decoding step compiles as one graph (fullgraph, no recompilation across steps and batches) and gives
+    the eager tokens. On the CPU the compiler backend is aot_eager (dynamo and AOT autograd, no C++ build); on
+    a GPU it is inductor with CUDA graphs."""
+    import torch
+
+    texts = tiny_model[2]
+    seeds = list(range(6))
+    eager, _ = token_rows(tiny_model, texts, seeds, 3, max_new_tokens=6)
+    seen = {}
+    real_compile = torch.compile
+
+    def compile_with_aot_eager(fn, **kwargs):
+        seen.update(kwargs)
+        return real_compile(fn, backend="aot_eager", fullgraph=kwargs["fullgraph"], dynamic=kwargs["dynamic"])
+
+    monkeypatch.setattr(torch, "compile", compile_with_aot_eager)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    torch._dynamo.reset()
+    compiled, gen = token_rows(tiny_model, texts, seeds, 3, max_new_tokens=6, compile_step=True)
+    assert seen == {"mode": "reduce-overhead", "fullgraph": True, "dynamic": False}
+    assert gen.decoder.path == "static cache, compiled step (CUDA graphs)" and len(gen.batches) == 2
+    assert compiled == eager
+    torch._dynamo.reset()
+
+
+def test_failed_compile_falls_back_to_eager(tiny_model, monkeypatch):
+    import torch
+
+    texts = tiny_model[2][:3]
+    eager, _ = token_rows(tiny_model, texts, [1, 2, 3], 3, max_new_tokens=5)
+
+    def broken_compile(fn, **kwargs):
+        def step(*args):
+            raise RuntimeError("no CUDA graphs here")
+        return step
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fallen_back, gen = token_rows(tiny_model, texts, [1, 2, 3], 3, max_new_tokens=5, compile_step=True)
+    assert fallen_back == eager
+    assert gen.decoder.path == "static cache, eager (compiled step failed: RuntimeError)"
+
+
+def test_sampler_draws_from_the_filtered_softmax():
+    """Gumbel-max on the hashed noise is an exact draw: 20,000 rows (seeds) of the same logits land on each token
+    about as often as softmax(logits / temperature) says; top-p removes the tail exactly as transformers' warpers."""
+    import torch
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from firefly_eval.sampling import ItemSampler, gumbel_noise
+
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.0, -1.0, -3.0])
+    n = 20_000
+    sampler = ItemSampler(list(range(n)), 6, temperature=0.7, top_p=1.0, device="cpu")
+    counts = torch.bincount(sampler(logits.expand(n, 6), step=3), minlength=6).double() / n
+    expected = torch.softmax(logits.double() / 0.7, dim=-1)
+    assert torch.allclose(counts, expected, atol=4 * (expected * (1 - expected) / n).sqrt().max())
+    # the same row of noise whatever the other rows, and another step gives other noise
+    noise = gumbel_noise(sampler.row_keys, 3, sampler.token_keys)
+    assert torch.equal(gumbel_noise(sampler.row_keys[5:6], 3, sampler.token_keys), noise[5:6])
+    assert not torch.equal(gumbel_noise(sampler.row_keys[:1], 3, sampler.token_keys),
+                           gumbel_noise(sampler.row_keys[:1], 4, sampler.token_keys))
+    batch = torch.randn(4, 50) * 3
+    top_p = ItemSampler([0] * 4, 50, temperature=0.35, top_p=0.9, device="cpu")
+    theirs = TopPLogitsWarper(0.9)(None, TemperatureLogitsWarper(0.35)(None, batch.clone()))
+    assert torch.equal(top_p.filtered_logits(batch), theirs)
+    kept = torch.isfinite(theirs)
+    assert all(kept[r, t] for step in range(20) for r, t in enumerate(top_p(batch, step).tolist()))
+
+
+def fake_vllm(calls, stop):
+    """A stand-in `vllm` module: records the LLM and SamplingParams it gets; answers 3 tokens, then `stop`."""
+    module = types.ModuleType("vllm")
+    module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls["llm"] = kwargs
+
+        def generate(self, texts, params):
+            calls["texts"], calls["params"] = texts, [p.kwargs for p in params]
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f" 回答{k} ", token_ids=[11, 12, 13, stop])])
+                    for k in range(len(texts))]
+
+    module.LLM, module.SamplingParams = LLM, SamplingParams
+    return module
+
+
+def test_vllm_adapter_contract(tiny_llama, tmp_path, monkeypatch):
+    """vLLM cannot be installed here (its wheel pins another torch): its adapter runs against a stand-in module
+    and must ask for per-item seeds and the run's sampling, and write the transformers engine's lines."""
+    from transformers import AutoTokenizer
+
+    eos = AutoTokenizer.from_pretrained(tiny_llama).eos_token_id
+    calls = {}
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm(calls, eos))
+    out_vllm, out_hf = tmp_path / "vllm.jsonl", tmp_path / "hf.jsonl"
+    assert gen(tiny_llama, out_vllm, "--limit", "3", "--engine", "vllm", "--device", "cuda") == 0
+    assert gen(tiny_llama, out_hf, "--limit", "3", "--engine", "transformers") == 0
+    ids = [it.id for it in load_set(TINY).items[:3]]
+    assert calls["llm"]["model"] == str(tiny_llama) and calls["llm"]["seed"] == 42
+    assert [p["seed"] for p in calls["params"]] == [item_seed(42, i) for i in ids]
+    for p in calls["params"]:
+        assert (p["temperature"], p["top_p"], p["max_tokens"]) == (0.35, 0.9, 6) and eos in p["stop_token_ids"]
+    assert all(t.endswith("<|im_start|>assistant\n") for t in calls["texts"])  # the tokenizer's chat template
+    (head_v, *rows_v), (head_h, *rows_h) = lines(out_vllm), lines(out_hf)
+    assert head_v == head_h
+    assert [r["id"] for r in rows_v] == ids and sorted(r["id"] for r in rows_h) == sorted(ids)
+    assert all(set(r) == {"id", "answer", "seed", "tokens"} for r in rows_v + rows_h)
+    assert [(r["answer"], r["seed"], r["tokens"]) for r in rows_v] == [
+        (f"回答{k}", item_seed(42, i), 3) for k, i in enumerate(ids)]
