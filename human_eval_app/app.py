@@ -1,20 +1,28 @@
-"""The judging page (Gradio Blocks): layout and wiring only; every decision is in `session.Judging`.
+"""The judging page and the results page (Gradio Blocks): layout and wiring only; every decision is in
+`session.Judging`.
 
 Who is signed in lives in a `gr.State` (kept on the server); the browser gets the prompt, the answers as
-A and B and an opaque handle, never a model name. The token is remembered in the browser's localStorage
-(`gr.BrowserState`) so a reload signs in again and resumes where the annotator left off.
+A and B and an opaque handle, never a model name, whoever signs in (an admin judges blind too). The token is
+remembered in the browser's localStorage (`gr.BrowserState`, encrypted with a key kept in the votes
+database, so a restarted server still reads it): a reload signs in again and resumes. The results (model
+names, live counts) are on a separate page, `/results`, that asks for an admin token of its own.
+Handlers return `{component: update}` dicts: only what changes is sent.
 """
 from __future__ import annotations
 
 import gradio as gr
 
 from firefly_train.errors import FireflyError
-from human_eval_app.render import safe_markdown
-from human_eval_app.session import Annotator, Judging, View
+from human_eval_app.render import answer_markdown, safe_markdown
+from human_eval_app.session import Annotator, Judging, Task, Vote
 
 VERDICTS = ["correct", "wrong"]
 # What the browser remembers after signing out (gr.BrowserState does not store empty values).
 SIGNED_OUT = "signed-out"
+RESULTS_PATH = "results"
+SCRIPT_NAMES = {"Latin": "Latin-script text (English, Spanish, French…)", "Cyrillic": "Cyrillic text (Russian…)",
+                "Greek": "Greek text", "Hangul": "Korean (Hangul)"}
+BUTTON_LABELS = {"A": "A better", "B": "B better", "tie": "Tie"}
 # Keyboard shortcuts: 1/a = A better, 2/t = tie, 3/b = B better, s = skip (not while typing in a field).
 SHORTCUTS_JS = """
 <script>
@@ -26,21 +34,43 @@ document.addEventListener("keydown", (e) => {
   if (!id) return;
   const el = document.getElementById(id);
   const button = el && (el.tagName === "BUTTON" ? el : el.querySelector("button"));
-  if (button && !button.disabled) { e.preventDefault(); button.click(); }
+  if (button && !button.disabled && button.offsetParent !== null) { e.preventDefault(); button.click(); }
 });
 </script>
 """
+# Answers as the models wrote them: single newlines kept (line_breaks), long lines in code blocks wrapped;
+# both answers in scrollable panes of one height; the vote buttons stay at the bottom of the window. The
+# results page is only reached by its address (/results): the page list (navbar) is hidden.
+CSS = """
+.nav-holder { display: none !important; }
+.answer-pane { border: 1px solid var(--border-color-primary); border-radius: var(--radius-md); padding: 4px 12px; }
+.answer-pane pre, .answer-pane pre code, #results pre, #results pre code {
+  white-space: pre-wrap !important; overflow-wrap: anywhere; word-break: break-word; }
+#judge-box { padding-bottom: 120px; }
+#vote-bar { position: fixed; left: 0; right: 0; bottom: 0; z-index: 50; padding: 8px 32px;
+  background: var(--background-fill-primary); border-top: 1px solid var(--border-color-primary); }
+#vote-msg:empty, #notice:empty, #handle { display: none !important; }
+#vote-msg { color: var(--error-text-color); font-weight: 600; }
+"""
+ANSWER_HEIGHT = "42vh"
 
 
 def _verdict(value: bool | None) -> str | None:
     return None if value is None else VERDICTS[0] if value else VERDICTS[1]
 
 
+def _flag_text(script: str | None, side: str, objective: bool) -> str:
+    if script is None:
+        return ""
+    consequence = ("pre-marked wrong" if objective else
+                   f"{side} loses unless the other answer is not in Chinese either")
+    return f"⚠ Not in Chinese: mainly {SCRIPT_NAMES[script]}. Seed rule: {consequence}."
+
+
 def build_app(judging: Judging) -> gr.Blocks:
     with gr.Blocks(title="Firefly judge", analytics_enabled=False) as demo:
         who = gr.State(None)  # Annotator | None, server side
-        saved_token = gr.BrowserState("", storage_key="firefly_judge_token")
-        timer = gr.Timer(10, active=False)  # refreshes the admin's results view
+        saved_token = gr.BrowserState("", storage_key="firefly_judge_token", secret=judging.store.browser_key)
 
         with gr.Column(visible=True) as signin_box:
             gr.Markdown("## Firefly judge\nSign in with the token your coordinator gave you.")
@@ -49,134 +79,226 @@ def build_app(judging: Judging) -> gr.Blocks:
             signin_msg = gr.Markdown(elem_id="sign-in-msg")
 
         with gr.Column(visible=False) as main_box:
-            with gr.Row():
+            with gr.Row(equal_height=True):
                 status = gr.Markdown(elem_id="status")
+                notice = gr.Markdown(elem_id="notice")
+                back_btn = gr.Button("← Change last vote", size="sm", scale=0, elem_id="back", interactive=False)
                 signout_btn = gr.Button("Sign out", size="sm", scale=0, elem_id="sign-out")
-            with gr.Tabs():
-                with gr.Tab("Judge", id="judge"):
-                    task_md = gr.Markdown(elem_id="task")
-                    prompt_md = gr.Markdown(elem_id="prompt", sanitize_html=True)
-                    reference_md = gr.Markdown(visible=False, elem_id="reference", sanitize_html=True)
-                    with gr.Row(equal_height=False):
+            with gr.Column(visible=True, elem_id="judge-box") as judge_box:
+                task_md = gr.Markdown(elem_id="task")
+                prompt_md = gr.Markdown(elem_id="prompt", sanitize_html=True, line_breaks=True)
+                reference_md = gr.Markdown(visible=False, elem_id="reference", sanitize_html=True, line_breaks=True)
+                with gr.Row(equal_height=True):
+                    panes = {}
+                    for side in ("a", "b"):
                         with gr.Column():
-                            gr.Markdown("### A")
-                            flag_a = gr.Markdown(elem_id="flag-a")
-                            answer_a = gr.Markdown(elem_id="answer-a", sanitize_html=True)
-                            correct_a = gr.Radio(VERDICTS, label="A correct?", visible=False, elem_id="a-correct")
-                        with gr.Column():
-                            gr.Markdown("### B")
-                            flag_b = gr.Markdown(elem_id="flag-b")
-                            answer_b = gr.Markdown(elem_id="answer-b", sanitize_html=True)
-                            correct_b = gr.Radio(VERDICTS, label="B correct?", visible=False, elem_id="b-correct")
-                    comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id="comment")
+                            gr.Markdown(f"### {side.upper()}")
+                            panes[f"flag_{side}"] = gr.Markdown(elem_id=f"flag-{side}")
+                            panes[f"answer_{side}"] = gr.Markdown(
+                                elem_id=f"answer-{side}", elem_classes="answer-pane", sanitize_html=True,
+                                line_breaks=True, height=ANSWER_HEIGHT)
+                            panes[f"correct_{side}"] = gr.Radio(VERDICTS, label=f"{side.upper()} correct?",
+                                                                visible=False, elem_id=f"{side}-correct")
+                            panes[f"lang_{side}"] = gr.Checkbox(
+                                label=f"{side.upper()} is not in Chinese (wrong language: {side.upper()} loses)",
+                                visible=False, elem_id=f"{side}-wrong-language")
+                flag_a, answer_a, correct_a, lang_a = (panes[f"{k}_a"] for k in ("flag", "answer", "correct", "lang"))
+                flag_b, answer_b, correct_b, lang_b = (panes[f"{k}_b"] for k in ("flag", "answer", "correct", "lang"))
+                comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id="comment")
+                with gr.Column(elem_id="vote-bar"):
                     with gr.Row():
                         vote_a = gr.Button("A better [1]", variant="primary", elem_id="vote-a")
                         vote_tie = gr.Button("Tie [2]", elem_id="vote-tie")
                         vote_b = gr.Button("B better [3]", variant="primary", elem_id="vote-b")
                         skip_btn = gr.Button("Skip [s]", variant="secondary", elem_id="skip")
-                    ack = gr.Markdown(elem_id="ack")
-                    handle = gr.Textbox(visible="hidden", elem_id="handle")
-                with gr.Tab("Results", id="results", visible=False) as results_tab:
-                    results_md = gr.Markdown(elem_id="results")
-                    refresh_btn = gr.Button("Refresh", size="sm", elem_id="refresh")
+                    vote_msg = gr.Markdown(elem_id="vote-msg")
+                handle = gr.Textbox(visible="hidden", elem_id="handle")
+            with gr.Column(visible=False) as end_box:
+                end_md = gr.Markdown(elem_id="end")
+                with gr.Row():
+                    revisit_btn = gr.Button("Revisit the skipped items", elem_id="revisit", visible=False)
+                    finish_btn = gr.Button("Finish", variant="primary", elem_id="finish", visible=False)
 
-        task_outputs = [status, task_md, prompt_md, reference_md, flag_a, answer_a, correct_a, flag_b, answer_b,
-                        correct_b, comment, handle, vote_a, vote_tie, vote_b, skip_btn]
+        screen = [signin_box, main_box, signin_msg, who, saved_token, status, notice, back_btn, judge_box, task_md,
+                  prompt_md, reference_md, flag_a, answer_a, correct_a, lang_a, flag_b, answer_b, correct_b, lang_b,
+                  comment, vote_msg, handle, end_box, end_md, revisit_btn, finish_btn]
 
-        def show(annotator: Annotator) -> list:
+        def status_line(annotator: Annotator) -> str:
+            done, total = judging.progress(annotator.name)
+            skipped = judging.skipped_left(annotator.name)
+            return f"**{safe_markdown(annotator.name)}** · {done} / {total}" + (f" · {skipped} skipped" if skipped else "")
+
+        def task_screen(annotator: Annotator, task: Task, notice_text: str, vote: Vote | None = None) -> dict:
+            view = judging.view(annotator.name, task, vote)
+            objective = (" · objective: mark each answer correct or wrong; correctness decides, both right or "
+                         "both wrong is a tie") if view.objective else ""
+            reference = (f"**Reference answer** (to help you judge):\n\n{safe_markdown(view.reference)}"
+                         if view.reference else "**No reference answer:** judge correctness yourself.")
+            return {
+                status: status_line(annotator), notice: notice_text, back_btn: gr.update(interactive=view.done > 0),
+                judge_box: gr.update(visible=True), end_box: gr.update(visible=False),
+                task_md: f"Task: `{view.task}`{objective}", prompt_md: safe_markdown(view.prompt),
+                reference_md: gr.update(value=reference, visible=view.objective),
+                flag_a: _flag_text(view.a_script, "A", view.objective), answer_a: answer_markdown(view.answer_a),
+                correct_a: gr.update(value=_verdict(view.a_correct), visible=view.objective),
+                lang_a: gr.update(value=bool(view.a_wrong_language), visible=view.language_rule),
+                flag_b: _flag_text(view.b_script, "B", view.objective), answer_b: answer_markdown(view.answer_b),
+                correct_b: gr.update(value=_verdict(view.b_correct), visible=view.objective),
+                lang_b: gr.update(value=bool(view.b_wrong_language), visible=view.language_rule),
+                comment: view.comment, vote_msg: "", handle: view.handle,
+            }
+
+        def end_screen(annotator: Annotator, notice_text: str, finished: bool = False) -> dict:
+            done, total = judging.progress(annotator.name)
+            skipped = judging.skipped_left(annotator.name)
+            if not skipped:
+                text = f"## All done\nYou judged all {total} items. Thank you!"
+            elif finished:
+                text = (f"## Finished\nYou judged {done} of {total} items; the {skipped} you skipped stay "
+                        "unjudged. Thank you! (You can still revisit them.)")
+            else:
+                text = (f"## Only skipped items are left\nYou judged {done} of {total} items; the {skipped} "
+                        "remaining were all skipped. Revisit them, or finish here.")
+            return {status: status_line(annotator), notice: notice_text, back_btn: gr.update(interactive=done > 0),
+                    judge_box: gr.update(visible=False), end_box: gr.update(visible=True), end_md: text,
+                    revisit_btn: gr.update(visible=bool(skipped)),
+                    finish_btn: gr.update(visible=bool(skipped) and not finished), handle: ""}
+
+        def current_screen(annotator: Annotator, notice_text: str = "") -> dict:
             task = judging.next_task(annotator.name)
-            if task is None:
-                done, total = judging.progress(annotator.name)
-                return [f"**{safe_markdown(annotator.name)}** · {done} / {total}", "**All done.** Thank you!", "",
-                        gr.update(value="", visible=False), "", "", gr.update(value=None, visible=False), "", "",
-                        gr.update(value=None, visible=False), "", ""] + [gr.update(interactive=False)] * 4
-            view: View = judging.view(annotator.name, task)
-            flag = "⚠ Mainly English for a Chinese prompt: counts as wrong."
-            objective_note = " · objective: correctness decides, both right or both wrong is a tie" if view.objective else ""
-            return [
-                f"**{safe_markdown(annotator.name)}** · {view.progress}",
-                f"Task: `{view.task}`{objective_note}",
-                safe_markdown(view.prompt),
-                gr.update(value=f"**Reference:**\n\n{safe_markdown(view.reference or '(none: judge by the prompt)')}",
-                          visible=view.objective),
-                flag if view.a_wrong_language else "",
-                safe_markdown(view.answer_a),
-                gr.update(value=_verdict(view.a_correct), visible=view.objective),
-                flag if view.b_wrong_language else "",
-                safe_markdown(view.answer_b),
-                gr.update(value=_verdict(view.b_correct), visible=view.objective),
-                "", view.handle,
-            ] + [gr.update(interactive=True)] * 4
+            return task_screen(annotator, task, notice_text) if task else end_screen(annotator, notice_text)
 
-        def signed_in_outputs(annotator: Annotator | None, token_value: str, message: str) -> list:
+        def signed_in(annotator: Annotator | None, token_value: str, message: str) -> dict:
             if annotator is None:
-                hidden = ["", "", "", gr.update(value="", visible=False), "", "", gr.update(value=None, visible=False),
-                          "", "", gr.update(value=None, visible=False), "", ""] + [gr.update()] * 4
-                return [None, SIGNED_OUT, gr.update(visible=True), gr.update(visible=False), gr.update(visible=False),
-                        gr.Timer(active=False), message, "", ""] + hidden
-            return [annotator, token_value, gr.update(visible=False), gr.update(visible=True),
-                    gr.update(visible=annotator.is_admin), gr.Timer(active=annotator.is_admin), "",
-                    judging.results_markdown() if annotator.is_admin else "", ""] + show(annotator)
-
-        signin_outputs = [who, saved_token, signin_box, main_box, results_tab, timer, signin_msg, results_md,
-                          ack] + task_outputs
+                return {who: None, saved_token: SIGNED_OUT, signin_box: gr.update(visible=True),
+                        main_box: gr.update(visible=False), signin_msg: message, prompt_md: "", answer_a: "",
+                        answer_b: "", handle: ""}
+            return {who: annotator, saved_token: token_value, signin_box: gr.update(visible=False),
+                    main_box: gr.update(visible=True), signin_msg: "", **current_screen(annotator)}
 
         def sign_in(token_value: str):
             annotator = judging.sign_in(token_value)
-            return signed_in_outputs(annotator, (token_value or "").strip(), "" if annotator else "Unknown token.")
+            return signed_in(annotator, (token_value or "").strip(), "" if annotator else "Unknown token.")
 
         def resume(stored_token: str):
             if not stored_token:  # nothing to resume: change nothing, so a sign-in that beat this load stands
-                return [gr.skip()] * len(signin_outputs)
-            return signed_in_outputs(judging.sign_in(stored_token), stored_token, "")
+                return {who: gr.skip()}
+            return signed_in(judging.sign_in(stored_token), stored_token, "")
 
         def sign_out():
-            return signed_in_outputs(None, "", "Signed out.")
+            return signed_in(None, "", "Signed out.")
+
+        def require(annotator: Annotator | None) -> Annotator:
+            if annotator is None:
+                raise gr.Error("Sign in first.", print_exception=False)
+            return annotator
 
         def make_vote(choice: str):
-            def vote(handle_value, a_value, b_value, comment_value, annotator: Annotator | None):
-                if annotator is None:
-                    raise gr.Error("Sign in first.", print_exception=False)
+            def vote(handle_value, a_value, b_value, comment_value, a_lang, b_lang, annotator: Annotator | None):
+                annotator = require(annotator)
                 try:
                     recorded = judging.vote(annotator.name, handle_value, choice,
                                             None if a_value is None else a_value == VERDICTS[0],
-                                            None if b_value is None else b_value == VERDICTS[0], comment_value)
-                except FireflyError as e:
-                    raise gr.Error(str(e), print_exception=False) from None
-                return [f"Saved: {judging.outcome_text(recorded)}."] + show(annotator)
+                                            None if b_value is None else b_value == VERDICTS[0], comment_value,
+                                            a_lang, b_lang)
+                except FireflyError as e:  # shown in one line by the buttons; the page stays as it is
+                    return {vote_msg: f"⚠ {safe_markdown(str(e))}"}
+                return current_screen(annotator, f"✓ Previous item saved: {judging.outcome_text(recorded)}.")
             vote.__name__ = f"vote_{choice.lower()}"
             return vote
 
         def skip(handle_value, annotator: Annotator | None):
-            if annotator is None:
-                raise gr.Error("Sign in first.", print_exception=False)
+            annotator = require(annotator)
             try:
-                judging.skip(annotator.name, handle_value)
+                skipped = judging.skip(annotator.name, handle_value)
             except FireflyError as e:
-                raise gr.Error(str(e), print_exception=False) from None
-            return ["Skipped: it comes back at the end."] + show(annotator)
+                return {vote_msg: f"⚠ {safe_markdown(str(e))}"}
+            return current_screen(annotator, "Skipped: it comes back at the end." if skipped
+                                  else "Your vote on that item is kept as it was.")
 
-        def results(annotator: Annotator | None):
-            if annotator is None or not annotator.is_admin:
-                raise gr.Error("The results need an admin token.", print_exception=False)
-            return judging.results_markdown()
+        def back(annotator: Annotator | None):
+            annotator = require(annotator)
+            last = judging.last_vote(annotator.name)
+            if last is None:
+                return {notice: "No vote to change yet."}
+            task, vote = last
+            label = BUTTON_LABELS[{"left": "A", "right": "B", "tie": "tie"}[vote.choice]]
+            return task_screen(annotator, task, f"Changing your last vote (**{label}**): vote again to replace "
+                                                "it, or Skip to keep it.", vote)
 
-        signin_btn.click(sign_in, [token], signin_outputs, api_name="sign_in")
-        token.submit(sign_in, [token], signin_outputs, api_visibility="private")
-        demo.load(resume, [saved_token], signin_outputs, api_visibility="private")
-        signout_btn.click(sign_out, None, signin_outputs, api_name="sign_out")
+        def revisit(annotator: Annotator | None):
+            annotator = require(annotator)
+            judging.revisit_skipped(annotator.name)
+            return current_screen(annotator, "The skipped items are back.")
+
+        def finish(annotator: Annotator | None):
+            return end_screen(require(annotator), "", finished=True)
+
+        signin_btn.click(sign_in, [token], screen, api_name="sign_in")
+        token.submit(sign_in, [token], screen, api_visibility="private")
+        demo.load(resume, [saved_token], screen, api_visibility="private")
+        signout_btn.click(sign_out, None, screen, api_name="sign_out")
         for button, choice in ((vote_a, "A"), (vote_tie, "tie"), (vote_b, "B")):
-            button.click(make_vote(choice), [handle, correct_a, correct_b, comment, who], [ack] + task_outputs,
+            button.click(make_vote(choice), [handle, correct_a, correct_b, comment, lang_a, lang_b, who], screen,
                          api_name=f"vote_{choice.lower()}", concurrency_limit=None)
-        skip_btn.click(skip, [handle, who], [ack] + task_outputs, api_name="skip", concurrency_limit=None)
-        refresh_btn.click(results, [who], [results_md], api_name="results")
-        timer.tick(results, [who], [results_md], api_visibility="private", show_progress="hidden")
+        skip_btn.click(skip, [handle, who], screen, api_name="skip", concurrency_limit=None)
+        back_btn.click(back, [who], screen, api_name="back")
+        revisit_btn.click(revisit, [who], screen, api_name="revisit_skipped")
+        finish_btn.click(finish, [who], screen, api_name="finish")
+
+    with demo.route("Results", RESULTS_PATH, show_in_navbar=False):
+        build_results_page(demo, judging)
     return demo
 
 
+def build_results_page(demo: gr.Blocks, judging: Judging) -> None:
+    """The admin view: the live tally (model names, counts) and each annotator's progress."""
+    admin = gr.State(None)  # Annotator (an admin) | None, server side
+    saved_token = gr.BrowserState("", storage_key="firefly_judge_admin_token", secret=judging.store.browser_key)
+    timer = gr.Timer(10, active=False)
+    with gr.Column(visible=True) as signin_box:
+        gr.Markdown("## Firefly judge: results\nSign in with an admin token.")
+        token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token")
+        signin_btn = gr.Button("Sign in", variant="primary", elem_id="admin-sign-in")
+        signin_msg = gr.Markdown(elem_id="admin-sign-in-msg")
+    with gr.Column(visible=False) as results_box:
+        results_md = gr.Markdown(elem_id="results")
+        refresh_btn = gr.Button("Refresh", size="sm", elem_id="refresh")
+    outputs = [admin, saved_token, signin_box, results_box, signin_msg, results_md, timer]
+
+    def signed_in(annotator, token_value: str, message: str) -> dict:
+        if annotator is None or not annotator.is_admin:
+            return {admin: None, saved_token: SIGNED_OUT, signin_box: gr.update(visible=True),
+                    results_box: gr.update(visible=False), signin_msg: message, results_md: "",
+                    timer: gr.Timer(active=False)}
+        return {admin: annotator, saved_token: token_value, signin_box: gr.update(visible=False),
+                results_box: gr.update(visible=True), signin_msg: "", results_md: judging.results_markdown(),
+                timer: gr.Timer(active=True)}
+
+    def sign_in(token_value: str):
+        annotator = judging.sign_in(token_value)
+        message = ("Unknown token." if annotator is None else
+                   "" if annotator.is_admin else "The results need an admin token.")
+        return signed_in(annotator, (token_value or "").strip(), message)
+
+    def resume(stored_token: str):
+        return signed_in(judging.sign_in(stored_token), stored_token, "") if stored_token else {admin: gr.skip()}
+
+    def results(annotator):
+        if annotator is None or not annotator.is_admin:
+            raise gr.Error("The results need an admin token.", print_exception=False)
+        return judging.results_markdown()
+
+    signin_btn.click(sign_in, [token], outputs, api_name="admin_sign_in")
+    token.submit(sign_in, [token], outputs, api_visibility="private")
+    demo.load(resume, [saved_token], outputs, api_visibility="private")
+    refresh_btn.click(results, [admin], [results_md], api_name="results")
+    timer.tick(results, [admin], [results_md], api_visibility="private", show_progress="hidden")
+
+
 def launch(judging: Judging, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted (Ctrl-C, or SIGTERM: see `serve`)."""
     demo = build_app(judging)
     demo.queue(default_concurrency_limit=8)
-    demo.launch(server_name=host, server_port=port, ssr_mode=False, head=SHORTCUTS_JS, show_error=True,
+    demo.launch(server_name=host, server_port=port, ssr_mode=False, head=SHORTCUTS_JS, css=CSS, show_error=True,
                 footer_links=[], quiet=False)

@@ -6,6 +6,7 @@ from firefly_train.cli_common import main_for
 COMMANDS = {
     "serve": ("human_eval_app.serve", "serve the blind pairwise judging app (binds 127.0.0.1 by default)"),
     "add-annotator": ("human_eval_app.annotators", "create an annotator and print their token (shown once)"),
+    "reissue-token": ("human_eval_app.reissue_token", "print a new token for an annotator (the old one stops working)"),
     "export": ("human_eval_app.export", "write every vote of a database as CSV"),
 }
 

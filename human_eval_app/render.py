@@ -60,3 +60,11 @@ def safe_markdown(text: str) -> str:
     if fence is not None:  # an unclosed fence: close it so the rest of the page is not swallowed
         out.append(fence[0] * fence[1])
     return "\n".join(part for part in out if part is not None)
+
+
+EMPTY_ANSWER = "*(empty answer)*"
+
+
+def answer_markdown(text: str) -> str:
+    """`safe_markdown` of a model's answer; an empty (or blank) answer is shown as "(empty answer)"."""
+    return safe_markdown(text) if text.strip() else EMPTY_ANSWER

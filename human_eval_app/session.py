@@ -3,7 +3,8 @@
 Each annotator has a queue of (item, model pair) in an order of their own; the side each model is shown
 on comes from the vote store (randomised per annotator and item, recorded). What reaches the browser is a
 `View`: the prompt, the two answers labelled A and B and an opaque handle (`item_id#pair_index`): never a
-model name. A vote names the handle it was cast on, so a re-sent vote lands on the same row.
+model name. A vote names the handle it was cast on, so a re-sent vote lands on the same row, and voting
+again on an item (going back to the last vote) replaces the earlier vote.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from firefly_train.errors import FireflyError
 from human_eval_app.render import safe_markdown
 
 CHOICE_OF = {"A": "left", "B": "right", "tie": "tie"}
+BUTTON_OF = {v: k for k, v in CHOICE_OF.items()}
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,17 @@ class View:
     answer_b: str
     objective: bool
     reference: str | None
-    a_correct: bool | None  # pre-filled verdicts for objective items (the checker, or a wrong-language flag)
+    a_correct: bool | None  # pre-filled verdicts for objective items (the checker, a wrong language, a vote)
     b_correct: bool | None
-    a_wrong_language: bool
-    b_wrong_language: bool
+    a_script: str | None  # the script an answer is mainly in when that is not Chinese (rules.foreign_script)
+    b_script: str | None
+    language_rule: bool  # open-ended item whose answers must be in Chinese: each side's flag is asked for
+    a_wrong_language: bool | None  # pre-filled flags of open-ended items (the detector, or the vote)
+    b_wrong_language: bool | None
     done: int
     total: int
+    comment: str = ""  # when changing a vote: what was recorded
+    voted: str | None = None  # when changing a vote: "A", "B" or "tie"
 
     @property
     def progress(self) -> str:
@@ -125,58 +132,109 @@ class Judging:
         done = self._done(annotator)
         return sum(q in done for q in queue), len(queue)
 
-    def next_task(self, annotator: str) -> Task | None:
-        """The first item not yet judged and not skipped; skipped ones come back at the end; None when done."""
+    def _todo(self, annotator: str) -> tuple[list[tuple[str, int]], set[tuple[str, int]]]:
+        """(items not yet judged in queue order, those of them put aside with Skip)."""
         done = self._done(annotator)
         index = {p: k for k, p in enumerate(self.pairs)}
         skipped = {(i, index[p]) for i, p in self.store.skipped_of(annotator) if p in index}
         todo = [q for q in self.queue(annotator) if q not in done]
-        if not todo:
-            return None
-        item_id, pair_index = next((q for q in todo if q not in skipped), todo[0])
-        return self.task(annotator, f"{item_id}#{pair_index}")
+        return todo, skipped & set(todo)
 
-    def view(self, annotator: str, task: Task) -> View:
+    def next_task(self, annotator: str) -> Task | None:
+        """The first item neither judged nor skipped; None when there is none (all done, or only skipped
+        items left: see `skipped_left` and `revisit_skipped`)."""
+        todo, skipped = self._todo(annotator)
+        item_id, pair_index = next((q for q in todo if q not in skipped), (None, None))
+        return None if item_id is None else self.task(annotator, f"{item_id}#{pair_index}")
+
+    def skipped_left(self, annotator: str) -> int:
+        """How many items not yet judged were skipped."""
+        return len(self._todo(annotator)[1])
+
+    def revisit_skipped(self, annotator: str) -> None:
+        """Ask the skipped items again (in the annotator's order)."""
+        self.store.unskip_all(annotator)
+
+    def last_vote(self, annotator: str) -> tuple[Task, Vote] | None:
+        """The annotator's latest vote and its task, to go back and change it; None before any vote."""
+        votes = self.store.votes_of(annotator)
+        index = {p: k for k, p in enumerate(self.pairs)}
+        votes = [v for v in votes if v.item_id in self.set.by_id and v.pair in index]
+        if not votes:
+            return None
+        vote = votes[-1]
+        return self.task(annotator, f"{vote.item_id}#{index[vote.pair]}"), vote
+
+    def view(self, annotator: str, task: Task, vote: Vote | None = None) -> View:
+        """What the annotator is shown; with `vote` (going back), pre-filled with what they recorded."""
         item = task.item
-        flags = [rules.wrong_language(item.prompt, a) for a in (task.answer_left, task.answer_right)]
-        verdicts = [None, None]
+        answers = (task.answer_left, task.answer_right)
+        scripts = [rules.foreign_script(item.prompt, a) for a in answers]
+        language_rule = not item.objective and rules.language_rule_applies(item.prompt)
+        verdicts, languages = [None, None], [None, None]
         if item.objective:
-            verdicts = [False if wrong else rules.auto_correct(item, answer)
-                        for wrong, answer in zip(flags, (task.answer_left, task.answer_right))]
+            verdicts = [False if script else rules.auto_correct(item, answer)
+                        for script, answer in zip(scripts, answers)]
+        elif language_rule:
+            languages = [script is not None for script in scripts]
+        if vote is not None:
+            verdicts = [vote.left_correct, vote.right_correct] if item.objective else verdicts
+            if language_rule and vote.left_wrong_language is not None:
+                languages = [bool(vote.left_wrong_language), bool(vote.right_wrong_language)]
         done, total = self.progress(annotator)
         return View(task.handle, item.task, item.prompt, task.answer_left, task.answer_right, item.objective,
-                    item.reference, verdicts[0], verdicts[1], flags[0], flags[1], done, total)
+                    item.reference, verdicts[0], verdicts[1], scripts[0], scripts[1], language_rule,
+                    languages[0], languages[1], done, total, comment=vote.comment if vote else "",
+                    voted=BUTTON_OF[vote.choice] if vote else None)
 
     # votes -----------------------------------------------------------------------------------------------
     def vote(self, annotator: str, handle: str, choice: str, a_correct: bool | None = None,
-             b_correct: bool | None = None, comment: str = "") -> Vote:
-        """Record `annotator`'s vote ("A", "B" or "tie") on the task `handle`; committed when this returns."""
+             b_correct: bool | None = None, comment: str = "", a_wrong_language: bool | None = None,
+             b_wrong_language: bool | None = None) -> Vote:
+        """Record `annotator`'s vote ("A", "B" or "tie") on the task `handle`; committed when this returns.
+
+        Objective items need both verdicts. On open-ended items with a Chinese prompt each side's
+        wrong-language flag is recorded: the annotator's, or the detector's where none is given.
+        """
         if choice not in CHOICE_OF:
             raise FireflyError(f"choice must be one of {sorted(CHOICE_OF)}, got {choice!r}")
         task = self.task(annotator, handle)
+        flags, languages = (None, None), (None, None)
         if task.item.objective:
             if a_correct is None or b_correct is None:
                 raise FireflyError("objective item: mark whether A and B are correct first")
             flags = (bool(a_correct), bool(b_correct))
-        else:
-            flags = (None, None)
+        elif rules.language_rule_applies(task.item.prompt):
+            languages = tuple(rules.wrong_language(task.item.prompt, answer) if given is None else bool(given)
+                              for given, answer in ((a_wrong_language, task.answer_left),
+                                                    (b_wrong_language, task.answer_right)))
         vote = Vote(annotator, task.item.id, task.item.task, task.left_model, task.right_model, CHOICE_OF[choice],
-                    flags[0], flags[1], (comment or "").strip()[:2000], time.time())
+                    flags[0], flags[1], (comment or "").strip()[:2000], time.time(), languages[0], languages[1])
         self.store.record_vote(vote)
         return vote
 
-    def skip(self, annotator: str, handle: str) -> None:
+    def skip(self, annotator: str, handle: str) -> bool:
+        """Put the task aside (it is asked again once the rest is done). An item already voted on (the
+        annotator went back to it) keeps its vote and is not skipped: returns False then."""
         task = self.task(annotator, handle)
-        self.store.skip(annotator, task.item.id, self.pairs[task.pair_index])
+        pair = self.pairs[task.pair_index]
+        if (task.item.id, pair) in self.store.done_of(annotator):
+            return False
+        self.store.skip(annotator, task.item.id, pair)
+        return True
 
     def outcome_text(self, vote: Vote) -> str:
         """How a vote counts (the seed's rules), told without naming the models."""
         item = self.set.by_id[vote.item_id]
-        final = rules.resolve(item.objective, vote.choice, vote.left_correct, vote.right_correct)
+        final = rules.resolve(item.objective, vote.choice, vote.left_correct, vote.right_correct,
+                              vote.left_wrong_language, vote.right_wrong_language)
         label = {"left": "A wins", "right": "B wins", "tie": "tie"}[final]
-        if item.objective and final != vote.choice:
+        if final == vote.choice:
+            return f"counted as {label}"
+        if item.objective:
             return f"counted as {label} (objective item: correctness decides)"
-        return f"counted as {label}"
+        wrong = "A" if vote.left_wrong_language else "B"
+        return f"counted as {label} ({wrong} is not in Chinese: the wrong-language side loses)"
 
     # results (admin) -------------------------------------------------------------------------------------
     def results_markdown(self, n_resamples: int = 1000) -> str:

@@ -33,6 +33,17 @@ def write_set(path: Path, n: int) -> Path:
     return path
 
 
+def write_answer_file(path: Path, set_path: Path, model: str, answers: dict[str, str]) -> Path:
+    """An answers file (as `firefly-eval generate` writes) with the given answer for each item id."""
+    eval_set = load_set(set_path)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"format": 1, "kind": "answers_header", "model": model, "ckpt": model,
+                            "set": str(set_path), "set_hash": eval_set.hash, "sampling": {}, "seed": 0}) + "\n")
+        for k, it in enumerate(eval_set.items):
+            f.write(json.dumps({"id": it.id, "answer": answers[it.id], "seed": k, "tokens": 10}, ensure_ascii=False) + "\n")
+    return path
+
+
 def write_answers(path: Path, set_path: Path, model: str, right: bool, xss_item: str | None = None) -> Path:
     eval_set = load_set(set_path)
     with open(path, "w", encoding="utf-8") as f:
@@ -118,6 +129,13 @@ class Server:
         self.proc.kill()  # SIGKILL: no clean shutdown
         self.proc.wait()
         self.log.close()
+
+    def terminate(self) -> int:
+        """SIGTERM, as a service manager stops it; returns the exit code."""
+        self.proc.terminate()
+        code = self.proc.wait(30)
+        self.log.close()
+        return code
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -224,5 +242,6 @@ def kit():
     from types import SimpleNamespace
 
     return SimpleNamespace(MODELS=MODELS, write_set=write_set, write_answers=write_answers,
-                           make_judge_files=make_judge_files, add_annotator=add_annotator, Server=Server,
-                           HttpSession=HttpSession, settle=settle)
+                           write_answer_file=write_answer_file, make_judge_files=make_judge_files,
+                           add_annotator=add_annotator, Server=Server, HttpSession=HttpSession, settle=settle,
+                           judge_cmd=judge_cmd, judge_env=judge_env, REPO=REPO)
