@@ -248,6 +248,7 @@ class Answers:
     header: dict
     n: int
     mean_tokens: float | None
+    at_cap: int | None  # answers whose token count reached the header's max_new_tokens (cut, not finished)
 
 
 def read_answers(path: str | Path) -> Answers:
@@ -266,7 +267,25 @@ def read_answers(path: str | Path) -> Answers:
         n += 1
     if header is None:
         raise InputError(path, "empty answers file (line 1 must be the answers_header)")
-    return Answers(path, header, n, sum(tokens) / len(tokens) if tokens else None)
+    cap = (header.get("sampling") or {}).get("max_new_tokens") if isinstance(header.get("sampling"), dict) else None
+    at_cap = sum(t >= cap for t in tokens) if isinstance(cap, int) and tokens else None
+    return Answers(path, header, n, sum(tokens) / len(tokens) if tokens else None, at_cap)
+
+
+def read_bpc(spec: str) -> BenchResult:
+    """A `firefly-eval bits-per-char` result; results that share a label are runs of one model with other seeds."""
+    label, path = split_label(spec)
+    obj = _header(read_json(path), path, "bits_per_char")
+    name = _model_label(obj, path, label)
+    text = require(obj, "text", dict, path, None)
+    require(text, "path", str, path, None)
+    require(text, "sha256", str, path, None)
+    for key in ("documents", "chars", "bytes", "tokens"):
+        if not isinstance(obj.get(key), int) or isinstance(obj.get(key), bool) or obj[key] <= 0:
+            raise InputError(path, "expected a positive integer", field=key)
+    for key in ("nll_bits", "bits_per_char", "bits_per_byte", "tokens_per_char"):
+        _number(obj, key, path)
+    return BenchResult(name, path, obj)
 
 
 @dataclass
@@ -321,6 +340,7 @@ class Inputs:
     runs: list[TrainRun] = field(default_factory=list)
     cmmlu: list[BenchResult] = field(default_factory=list)
     leaderboard: list[BenchResult] = field(default_factory=list)
+    bpc: list[BenchResult] = field(default_factory=list)
     vocab_stats: dict | None = None
     vocab_stats_path: Path | None = None
     tally: dict | None = None
@@ -329,9 +349,16 @@ class Inputs:
     references: list[Reference] = field(default_factory=list)
 
 
-def collect(runs=(), cmmlu=(), leaderboard=(), vocab_stats=None, tally=None, answers=(), compare=None) -> Inputs:
+def collect(runs=(), cmmlu=(), leaderboard=(), vocab_stats=None, tally=None, answers=(), compare=None,
+            bpc=()) -> Inputs:
+    bpc_results = [read_bpc(s) for s in bpc]
+    texts = {r.data["text"]["sha256"] for r in bpc_results}
+    if len(texts) > 1:
+        raise FireflyError("--bpc results were measured on different texts ("
+                           + ", ".join(sorted({r.data["text"]["path"] for r in bpc_results}))
+                           + "): bits per character compare models only on the same text")
     return Inputs(runs=[read_run(s) for s in runs], cmmlu=[read_cmmlu(s) for s in cmmlu],
-                  leaderboard=[read_leaderboard(s) for s in leaderboard],
+                  leaderboard=[read_leaderboard(s) for s in leaderboard], bpc=bpc_results,
                   vocab_stats=read_vocab_stats(vocab_stats) if vocab_stats else None,
                   vocab_stats_path=Path(vocab_stats) if vocab_stats else None,
                   tally=read_tally(tally) if tally else None, tally_path=Path(tally) if tally else None,

@@ -5,13 +5,17 @@ Pure text from validated inputs; a section without input is replaced by a one-li
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from firefly_eval.report import tables
 from firefly_eval.report.collect import Inputs
-from firefly_eval.report.tables import Table, acc, duration, interval, p_value, pct, shown_path
+from firefly_eval.report.tables import (MISSING, Table, acc, bpc_groups, bpc_mean, bpc_spread, duration, interval, p_value, pct,
+                                        shown_path)
 
 PATH_FIELDS = {"base_model", "ckpt", "data_dir", "opencompass_summary", "set"}
 CAPTIONS = {
+    "bpc": "Bits per character on the held-out text (left, lower is better; a dot per seed) and tokens per "
+           "character of each model's tokenizer (right), from the bits-per-char results.",
     "loss": "Training loss per logged step (from each run's loss.jsonl).",
     "benchmarks": "Accuracy (%) per CMMLU category and per leaderboard task, with the average (from the result JSON).",
     "win_tie_loss": "Human evaluation: share of A's wins, ties and losses against B, per pair (from the tally).",
@@ -45,7 +49,64 @@ def _smoke_note(results) -> list[str]:
         return []
     return [f"Smoke run: `--limit {', '.join(map(str, limited))}` questions per subject/task on "
             f"{', '.join(sorted({shown_path(r.data.get('data_dir')) for r in results}))}; these numbers are not "
-            "comparable to full-set published scores.", ""]
+            "comparable to full-set published scores. Each rests on the number of questions shown (n); its 95% "
+            "interval (exact binomial for accuracies, ± 1.96 standard errors otherwise) shows how far it could be "
+            "from the same model's score on many more questions: differences inside the intervals are noise.", ""]
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(shown_path(a)).resolve() == Path(shown_path(b)).resolve()
+    except OSError:
+        return False
+
+
+def _tokens_per_char(inp: Inputs) -> str | None:
+    """Tokens per character of each tokenizer in the vocab stats: on the bits-per-char text when it was measured
+    there, else on all the measured text."""
+    stats = inp.vocab_stats
+    names = [t["name"] for t in stats["tokenizers"]]
+    where, counts, chars = "the measured text", stats["total"]["tokens"], stats["total"]["chars"]
+    if inp.bpc:
+        row = next((f for f in stats["files"] if _same_file(f["path"], inp.bpc[0].data["text"]["path"])), None)
+        if row is not None:
+            where, counts, chars = f"`{shown_path(row['path'])}`", row["tokens"], row["chars"]
+    if len(names) < 2 or not chars:
+        return None
+    steps = " -> ".join(f"**{counts[n] / chars:.3f}** (`{n}`)" for n in names)
+    fewer = 1 - counts[names[-1]] / counts[names[0]] if counts[names[0]] else 0.0
+    return f"Tokens per character on {where}: {steps}, {pct(fewer)} fewer tokens after the vocabulary merge"
+
+
+def _bpc_headlines(inp: Inputs) -> list[str]:
+    groups = bpc_groups(inp.bpc)
+    data = inp.bpc[0].data
+    text = shown_path(data["text"]["path"])
+    trained_on = [r.name for r in inp.runs if any(d["sha256"] == data["text"]["sha256"] for d in r.info["data"])]
+    seen = (f"**trained on by {', '.join(trained_on)}: not held out**" if trained_on else
+            "in none of the training files given" if inp.runs else "held out")
+    values = []
+    for label, runs in groups:
+        each = ", ".join(f"{r.data['bits_per_char']:.3f}" for r in runs)
+        seeds = f" (seeds: {each})" if len(runs) > 1 else ""
+        values.append(f"`{label}` **{bpc_mean(runs):.3f}**{seeds}")
+    heads = [f"Bits per character on `{text}` ({data['chars']} characters, {seen}; lower is better): "
+             + ", ".join(values)]
+    base_label, base_runs = groups[0]
+    base = bpc_mean(base_runs)
+    for label, runs in groups[1:]:
+        change = bpc_mean(runs) - base
+        spread = bpc_spread(runs)
+        line = f"`{base_label}` -> `{label}`: **{change:+.3f}** bits/char ({100 * change / base:+.1f}%)"
+        if spread is None:
+            line += "; one run, so its run-to-run noise is not measured (give one result per seed)"
+        else:
+            verdict = "exceeds" if abs(change) > spread else "does **not** exceed"
+            times = f", {abs(change) / spread:.0f}x" if spread > 0 and abs(change) > spread else ""
+            line += (f", which {verdict} the run-to-run noise (spread over {len(runs)} seeds: "
+                     f"{spread:.3f} bits/char{times})")
+        heads.append(line)
+    return heads
 
 
 def summary(inp: Inputs) -> list[str]:
@@ -62,31 +123,58 @@ def summary(inp: Inputs) -> list[str]:
             out.append(f"- `{r.name}`: `firefly-train {i['command']}`, {i['mode']} on `{i['base_model']}`{start}, data {data}; "
                        f"{i['steps']} steps, {i['tokens']} tokens, {duration(i['train_runtime_s'])} wall time{loss}.")
         out.append("")
-    heads = []
+    heads = _bpc_headlines(inp) if inp.bpc else []
+    if inp.vocab_stats and (line := _tokens_per_char(inp)):
+        heads.append(line)
+    # benchmark numbers are headline numbers only when measured on the full sets, never from a smoke run
     for r in inp.cmmlu:
-        limit = "" if r.data.get("limit") is None else f", smoke run with --limit {r.data['limit']}"
-        heads.append(f"CMMLU average of `{r.label}`: **{acc(r.data['average'])}** "
-                     f"({r.data['n_questions']} questions{limit})")
+        if r.data.get("limit") is None:
+            heads.append(f"CMMLU average of `{r.label}`: **{acc(r.data['average'])}** ({r.data['n_questions']} questions)")
     for r in inp.leaderboard:
-        limit = "" if r.data.get("limit") is None else f", smoke run with --limit {r.data['limit']}"
-        heads.append(f"Leaderboard average of `{r.label}`: **{acc(r.data['average'])}** ({len(r.data['tasks'])} tasks{limit})")
+        if r.data.get("limit") is None:
+            heads.append(f"Leaderboard average of `{r.label}`: **{acc(r.data['average'])}** ({len(r.data['tasks'])} tasks)")
     if inp.tally:
         for p in inp.tally["pairs"]:
             heads.append(f"`{p['model_a']}` vs `{p['model_b']}`: win rate **{pct(p['win_rate'])}** "
                          f"(95% CI {interval(p['win_rate_ci'])}, sign test p = {p_value(p['sign_test_p'])}, n = {p['n']})")
-    if inp.vocab_stats:
-        first = inp.vocab_stats["tokenizers"][0]["name"]
-        for t in inp.vocab_stats["tokenizers"][1:]:
-            heads.append(f"Tokenizer `{t['name']}` uses **{pct(inp.vocab_stats['total']['reduction_vs_first'][t['name']])}** "
-                         f"fewer tokens than `{first}` on the measured text")
     if heads:
         out += ["**Headline numbers**", ""] + [f"- {h}." for h in heads] + [""]
+    smoke = [r for r in inp.cmmlu + inp.leaderboard if r.data.get("limit") is not None]
+    if smoke:
+        out += ["The benchmark smoke runs below (`--limit` questions per subject or task) check that the "
+                "evaluation pipeline works; a few questions cannot tell two models apart (see their 95% "
+                "intervals), so they are not headline numbers.", ""]
     return out
 
 
-def render(inp: Inputs, title: str, figures: dict[str, str], command: str, environment: dict) -> str:
+def bpc_section(inp: Inputs, figures: dict) -> list[str]:
+    first = inp.bpc[0].data
+    ctx = first.get("context") or {}
+    out = [f"How well each model predicts `{shown_path(first['text']['path'])}` ({first['documents']} documents, "
+           f"{first['chars']} characters, {first['bytes']} UTF-8 bytes): the negative log-likelihood of all its "
+           "tokens, in bits, divided by its characters (`firefly-eval bits-per-char`). Dividing by characters, not "
+           "tokens, compares models with different tokenizers fairly. Each document is scored from the "
+           f"tokenizer's {ctx.get('start_token', 'start').upper()} token, in windows of {ctx.get('block_size', '?')} "
+           f"tokens advancing by {ctx.get('stride', '?')}. A model given several times (one result per training "
+           "seed) is shown with the mean and the spread of its seeds: the run-to-run noise a change must exceed.",
+           "", render_table(tables.bits_per_char(inp.bpc)), "", render_table(tables.bits_per_char_runs(inp.bpc)), ""]
+    return out + _figure(figures, "bpc")
+
+
+def render(inp: Inputs, title: str, figures: dict[str, str], command: str, environment: dict,
+           figure_labels: dict[str, str] | None = None) -> str:
     out = [f"# {title}", ""]
     out += summary(inp)
+    if figures and figure_labels:
+        out += ["No font with Chinese glyphs was found (install one, e.g. Debian's `fonts-wqy-microhei`), so the "
+                "figures show Chinese names as numbers: "
+                + ", ".join(f"{k} = {v}" for k, v in figure_labels.items()) + ".", ""]
+
+    out += ["## Held-out text: bits per character", ""]
+    if inp.bpc:
+        out += bpc_section(inp, figures)
+    else:
+        out += _note("no `--bpc` result was given.")
 
     out += ["## Training", ""]
     if inp.runs:
@@ -122,8 +210,9 @@ def render(inp: Inputs, title: str, figures: dict[str, str], command: str, envir
         caps = sorted({a.header["sampling"]["max_new_tokens"] for a in inp.answers
                        if isinstance(a.header.get("sampling"), dict) and a.header["sampling"].get("max_new_tokens")})
         if caps:
+            hit = ", ".join(f"`{a.header['model']}` {a.at_cap} of {a.n}" for a in inp.answers if a.at_cap is not None)
             out += [f"Answers are cut at `max_new_tokens` = {', '.join(map(str, caps))} (as recorded in the answers "
-                    "files); short caps keep a smoke run fast but truncate answers a judge would see.", ""]
+                    f"files); answers that reached the cap (cut, not finished): {hit or MISSING}.", ""]
     if inp.tally and not inp.tally["pairs"]:
         out += _note(f"the tally `{inp.tally_path}` holds no votes yet.")
     elif inp.tally:
@@ -152,7 +241,7 @@ def _versions(inp: Inputs, environment: dict) -> dict[str, dict[str, str]]:
     """library -> {version: [sources]} across every input file and the report's own environment."""
     seen: dict[str, dict[str, list[str]]] = {}
     sources = [(f"run {r.name}", r.info.get("versions") or {}) for r in inp.runs]
-    sources += [(f"{r.path.name}", r.data.get("versions") or {}) for r in inp.cmmlu + inp.leaderboard]
+    sources += [(f"{r.path.name}", r.data.get("versions") or {}) for r in inp.cmmlu + inp.leaderboard + inp.bpc]
     sources += [("report", environment.get("versions") or {})]
     for src, versions in sources:
         for lib, v in versions.items():
@@ -184,6 +273,15 @@ def reproducibility(inp: Inputs, command: str, environment: dict) -> list[str]:
             out.append(f"- dropped conversations (longer than the maximum length): {i['dropped_conversations']}")
         out += [f"- data: `{shown_path(d['path'])}` sha256 `{d['sha256']}`" for d in i["data"]]
         out += ["", "Resolved `config.yaml`:", "", "```yaml", r.config_text.rstrip(), "```", ""]
+    if inp.bpc:
+        out += ["### Bits per character", ""]
+        for r in inp.bpc:
+            d = r.data
+            out.append(f"- `{r.path}` (`firefly-eval bits-per-char`): model `{d['model'].get('ckpt')}`, text "
+                       f"`{shown_path(d['text']['path'])}` sha256 `{d['text']['sha256']}`, "
+                       f"{_fields(d, ['tokens', 'windows', 'device', 'dtype'])}, context "
+                       f"`{json.dumps(d.get('context'))}`")
+        out.append("")
     results = [("cmmlu", r) for r in inp.cmmlu] + [("leaderboard", r) for r in inp.leaderboard]
     if results:
         out += ["### Benchmark results", ""]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import mean
 
 from firefly_eval.report.collect import (CMMLU_CATEGORIES, LEADERBOARD_TASKS, Answers, BenchResult, Reference,
                                          TrainRun)
@@ -73,12 +74,35 @@ def _limit(result: BenchResult) -> str:
     return "all" if result.data.get("limit") is None else str(result.data["limit"])
 
 
+def accuracy_interval(value: float, n: int) -> tuple[float, float]:
+    """95% exact (Clopper-Pearson) interval, in percent, of an accuracy `value` (percent) measured on n questions."""
+    from firefly_eval.stats import proportion_test
+
+    _, (lo, hi), _ = proportion_test(round(value * n / 100), n)
+    return 100 * lo, 100 * hi
+
+
+def task_interval(entry: dict) -> tuple[float, float] | None:
+    """95% interval of a leaderboard task score: exact binomial for an accuracy on n questions, value ± 1.96
+    stderr (clipped to 0-100) for a score that is not a share of right answers (TruthfulQA's mc2)."""
+    if entry["metric"] in ("acc", "acc_norm") and entry.get("n"):
+        return accuracy_interval(entry["value"], int(entry["n"]))
+    if entry.get("stderr") is not None:
+        return max(0.0, entry["value"] - 1.96 * entry["stderr"]), min(100.0, entry["value"] + 1.96 * entry["stderr"])
+    return None
+
+
+def interval_pts(ci: tuple[float, float] | None) -> str:
+    return MISSING if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
 def cmmlu(results: list[BenchResult], refs: list[Reference]) -> Table:
     rows = [[r.label, *(acc(r.data["categories"].get(c)) for c in CMMLU_CATEGORIES), acc(r.data["average"]),
+             interval_pts(accuracy_interval(r.data["average"], r.data["n_questions"]) if r.data["n_questions"] else None),
              str(r.data["n_questions"]), _limit(r)] for r in results]
     rows += [[external(ref), *(acc(ref.cmmlu.get(c)) for c in CMMLU_CATEGORIES), acc(ref.cmmlu.get("average")),
-              MISSING, MISSING] for ref in refs if ref.cmmlu]
-    return Table(["model", *CMMLU_CATEGORIES, "Average", "questions", "limit/subject"], rows)
+              MISSING, MISSING, MISSING] for ref in refs if ref.cmmlu]
+    return Table(["model", *CMMLU_CATEGORIES, "Average", "95% CI of the average", "questions", "limit/subject"], rows)
 
 
 def leaderboard(results: list[BenchResult], refs: list[Reference]) -> Table:
@@ -96,6 +120,8 @@ def leaderboard(results: list[BenchResult], refs: list[Reference]) -> Table:
                 cells.append(MISSING)
                 continue
             cell = acc(e["value"]) + (f" ± {e['stderr']:.2f}" if e.get("stderr") is not None else "")
+            n = "" if e.get("n") is None else f"n = {int(e['n'])}, "
+            cell += f" ({n}95% CI {interval_pts(task_interval(e))})"
             if (e["shots"], e["metric"]) != (first[t]["shots"], first[t]["metric"]):
                 cell += f" ({e['shots']}-shot, {e['metric']})"
             cells.append(cell)
@@ -156,6 +182,45 @@ def bradley_terry(tally: dict) -> Table | None:
                  [[m["model"], f"{m['score']:.3f}", f"[{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"] for m in bt])
 
 
+def bpc_groups(results: list[BenchResult]) -> list[tuple[str, list[BenchResult]]]:
+    """Results grouped by label, in first-seen order: a label given several times is one model trained with
+    several seeds."""
+    groups: dict[str, list[BenchResult]] = {}
+    for r in results:
+        groups.setdefault(r.label, []).append(r)
+    return list(groups.items())
+
+
+def bpc_mean(runs: list[BenchResult], key: str = "bits_per_char") -> float:
+    return mean(r.data[key] for r in runs)
+
+
+def bpc_spread(runs: list[BenchResult]) -> float | None:
+    """max - min of the runs' bits per character; None for a single run."""
+    values = [r.data["bits_per_char"] for r in runs]
+    return max(values) - min(values) if len(values) > 1 else None
+
+
+def bits_per_char(results: list[BenchResult]) -> Table:
+    groups = bpc_groups(results)
+    first = bpc_mean(groups[0][1])
+    rows = []
+    for i, (label, runs) in enumerate(groups):
+        spread = bpc_spread(runs)
+        change = MISSING if i == 0 else f"{bpc_mean(runs) - first:+.3f}"
+        rows.append([label, str(len(runs)), f"{bpc_mean(runs):.3f}", MISSING if spread is None else f"{spread:.3f}",
+                     change, f"{bpc_mean(runs, 'bits_per_byte'):.3f}", f"{bpc_mean(runs, 'tokens_per_char'):.3f}"])
+    return Table(["model", "runs (seeds)", "bits / char", "spread over seeds (max - min)",
+                  f"change vs {groups[0][0]}", "bits / byte", "tokens / char"], rows)
+
+
+def bits_per_char_runs(results: list[BenchResult]) -> Table:
+    rows = [[r.label, shown_path(r.data["model"].get("ckpt")), f"{r.data['bits_per_char']:.4f}",
+             f"{r.data['bits_per_byte']:.4f}", str(r.data["tokens"]), f"{r.data['tokens_per_char']:.3f}",
+             shown_path(r.path)] for r in results]
+    return Table(["model", "checkpoint", "bits / char", "bits / byte", "tokens", "tokens / char", "result file"], rows)
+
+
 def tokenizer_efficiency(stats: dict) -> Table:
     total = stats["total"]
     rows = [[t["name"], str(t["vocab_size"]), str(total["tokens"][t["name"]]),
@@ -167,8 +232,9 @@ def tokenizer_efficiency(stats: dict) -> Table:
 
 def tokenizer_files(stats: dict) -> Table:
     names = [t["name"] for t in stats["tokenizers"]]
-    rows = [[f["path"], str(f["chars"]), *(str(f["tokens"][n]) for n in names)] for f in stats["files"]]
-    return Table(["file", "chars", *(f"tokens: {n}" for n in names)], rows)
+    rows = [[f["path"], str(f["chars"]), *(str(f["tokens"][n]) for n in names),
+             *(f"{f['tokens'][n] / f['chars']:.3f}" for n in names)] for f in stats["files"]]
+    return Table(["file", "chars", *(f"tokens: {n}" for n in names), *(f"tokens / char: {n}" for n in names)], rows)
 
 
 def answers(sets: list[Answers]) -> Table:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
+from scipy import stats
 
 from firefly_eval.cli import main
 from firefly_eval.report import figures
@@ -21,6 +22,8 @@ from firefly_train.errors import InputError
 FIX = Path(__file__).parent / "fixtures"
 RUNS = [FIX / "runs" / "pretrain", FIX / "runs" / "sft"]
 MODELS = ["base", "tuned"]
+BPC = [("base", "bpc_base.json"), ("pretrained", "bpc_pretrained_seed42.json"), ("pretrained", "bpc_pretrained_seed43.json"),
+       ("sft", "bpc_sft_seed42.json"), ("sft", "bpc_sft_seed43.json")]
 
 
 def load(name):
@@ -32,6 +35,8 @@ def argv(out: Path) -> list[str]:
          "--compare", str(FIX / "refs.yaml"), "-o", str(out)]
     for r in RUNS:
         a += ["--run", str(r)]
+    for label, name in BPC:
+        a += ["--bpc", f"{label}={FIX / name}"]
     for m in MODELS:
         a += ["--cmmlu", f"{m}={FIX / f'cmmlu_{m}.json'}", "--leaderboard", f"{m}={FIX / f'leaderboard_{m}.json'}",
               "--answers", str(FIX / f"answers_{m}.jsonl")]
@@ -91,6 +96,11 @@ def test_training_table_is_run_info(report):
     assert "![Training loss per logged step" in md and "(REPORT-loss.png)" in md
 
 
+def interval_of(cell: str) -> tuple[float, float]:
+    lo, hi = re.search(r"\[([\d.]+), ([\d.]+)\]", cell).groups()
+    return float(lo), float(hi)
+
+
 def test_cmmlu_table_matches_files_and_marks_external(report):
     _, md, t = report
     rows = t["CMMLU"][0]
@@ -101,11 +111,15 @@ def test_cmmlu_table_matches_files_and_marks_external(report):
             assert num(row[c]) == pytest.approx(r["categories"][c], abs=0.005)
         assert num(row["Average"]) == pytest.approx(r["average"], abs=0.005)
         assert int(row["questions"]) == r["n_questions"] and int(row["limit/subject"]) == r["limit"]
+        # exact binomial interval of round(average * n) right answers out of n
+        ci = stats.binomtest(round(r["average"] * r["n_questions"] / 100), r["n_questions"]).proportion_ci(method="exact")
+        assert interval_of(row["95% CI of the average"]) == (pytest.approx(100 * ci.low, abs=0.05),
+                                                            pytest.approx(100 * ci.high, abs=0.05))
     refs = yaml.safe_load((FIX / "refs.yaml").read_text())
     ext = rows[2]
     assert ext["model"] == f"{refs[1]['model']} (external: {refs[1]['source']})"
     assert num(ext["STEM"]) == refs[1]["cmmlu"]["STEM"] and num(ext["Average"]) == refs[1]["cmmlu"]["average"]
-    assert ext["Other"] == "–" and ext["questions"] == "–"
+    assert ext["Other"] == "–" and ext["questions"] == "–" and ext["95% CI of the average"] == "–"
     assert len(rows) == 3  # the leaderboard-only reference adds no CMMLU row
     assert "Smoke run: `--limit 5`" in md
 
@@ -120,9 +134,16 @@ def test_leaderboard_table_matches_files(report):
     for row, m in zip(rows, MODELS):
         r = load(f"leaderboard_{m}.json")
         for h, k in zip(header[1:5], LEADERBOARD_TASKS):
-            value, stderr = row[h].split(" ± ")
-            assert float(value) == pytest.approx(r["tasks"][k]["value"], abs=0.005)
-            assert float(stderr) == pytest.approx(r["tasks"][k]["stderr"], abs=0.005)
+            e = r["tasks"][k]
+            value, stderr, n = re.fullmatch(r"([\d.]+) ± ([\d.]+) \(n = (\d+), 95% CI \[.*\]\)", row[h]).groups()
+            assert float(value) == pytest.approx(e["value"], abs=0.005)
+            assert float(stderr) == pytest.approx(e["stderr"], abs=0.005) and int(n) == e["n"]
+            if e["metric"] == "mc2":  # not a share of right answers: value ± 1.96 stderr
+                expected = (e["value"] - 1.96 * e["stderr"], e["value"] + 1.96 * e["stderr"])
+            else:
+                ci = stats.binomtest(round(e["value"] * e["n"] / 100), e["n"]).proportion_ci(method="exact")
+                expected = (100 * ci.low, 100 * ci.high)
+            assert interval_of(row[h]) == (pytest.approx(expected[0], abs=0.05), pytest.approx(expected[1], abs=0.05))
         assert row["Average"] == f"{r['average']:.2f}"  # 34.305 is printed as float formatting rounds it
         assert int(row["limit/task"]) == r["limit"]
     ref = yaml.safe_load((FIX / "refs.yaml").read_text())[0]
@@ -166,7 +187,10 @@ def test_human_eval_tables_match_tally(report):
 
 def test_answers_table_matches_headers(report):
     _, md, t = report
-    assert "Answers are cut at `max_new_tokens` = 64 (as recorded" in md
+    answers = [[json.loads(x)["tokens"] for x in (FIX / f"answers_{m}.jsonl").read_text().splitlines()[1:]] for m in MODELS]
+    assert (f"Answers are cut at `max_new_tokens` = 64 (as recorded in the answers files); answers that reached the "
+            f"cap (cut, not finished): `base` {sum(t >= 64 for t in answers[0])} of {len(answers[0])}, "
+            f"`tuned` {sum(t >= 64 for t in answers[1])} of {len(answers[1])}.") in md
     rows = t["Human evaluation"][0]
     for row, m in zip(rows, MODELS, strict=True):
         lines = [json.loads(x) for x in (FIX / f"answers_{m}.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -190,13 +214,46 @@ def test_tokenizer_tables_match_vocab_stats(report):
     for row, f in zip(files, stats["files"], strict=True):
         assert row["file"] == f["path"] and int(row["chars"]) == f["chars"]
         assert {k[len("tokens: "):]: int(v) for k, v in row.items() if k.startswith("tokens: ")} == f["tokens"]
-    assert "Tokenizer `expanded` uses **47.5%** fewer tokens" in md
+        assert [float(row[f"tokens / char: {n}"]) for n in f["tokens"]] == [
+            pytest.approx(v / f["chars"], abs=5e-4) for v in f["tokens"].values()]
+    # the headline: on the held-out text when the stats measured it (not here), else on all measured text
+    assert ("Tokens per character on the measured text: **1.276** (`smollm2-135m`) -> **0.670** (`expanded`), "
+            "47.5% fewer tokens after the vocabulary merge.") in md
+
+
+def test_bits_per_char_is_the_headline_with_its_seed_noise(report):
+    _, md, t = report
+    results = [(label, load(name)) for label, name in BPC]
+    base = results[0][1]["bits_per_char"]
+    groups = {}
+    for label, r in results:
+        groups.setdefault(label, []).append(r["bits_per_char"])
+    summary, runs = t["Held-out text: bits per character"]
+    assert [r["model"] for r in summary] == ["base", "pretrained", "sft"]
+    for row, (label, values) in zip(summary, groups.items()):
+        mean = sum(values) / len(values)
+        assert int(row["runs (seeds)"]) == len(values) and float(row["bits / char"]) == pytest.approx(mean, abs=5e-4)
+        if len(values) > 1:
+            assert float(row["spread over seeds (max - min)"]) == pytest.approx(max(values) - min(values), abs=5e-4)
+            assert float(row["change vs base"]) == pytest.approx(mean - base, abs=5e-4)
+    assert [(r["model"], float(r["bits / char"])) for r in runs] == [
+        (label, pytest.approx(r["bits_per_char"], abs=5e-5)) for label, r in results]
+    head = md.split("## Held-out text")[0]
+    # base 7.506; pretrained 6.927 (spread 0.052): -0.578, 11x the spread; sft 7.024 (spread 0.073): -0.482, 7x
+    assert "`base` -> `pretrained`: **-0.578** bits/char (-7.7%), which exceeds the run-to-run noise (spread over 2 seeds: 0.052 bits/char, 11x)" in head
+    assert "`base` -> `sft`: **-0.482** bits/char (-6.4%), which exceeds the run-to-run noise (spread over 2 seeds: 0.073 bits/char, 7x)" in head
+    assert "(seeds: 6.901, 6.953)" in head and "1651 characters, in none of the training files given" in head
+    # smoke-run benchmark numbers are in their sections, never in the headline
+    assert "CMMLU average" not in head and "Leaderboard average" not in head
+    assert "they are not headline numbers" in head
+    assert "(REPORT-bpc.png)" in md
 
 
 def test_figures_are_valid_pngs_referenced_relatively(report):
     out, md, _ = report
     refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert sorted(refs) == ["REPORT-benchmarks.png", "REPORT-loss.png", "REPORT-per_task.png", "REPORT-win_tie_loss.png"]
+    assert sorted(refs) == ["REPORT-benchmarks.png", "REPORT-bpc.png", "REPORT-loss.png", "REPORT-per_task.png",
+                            "REPORT-win_tie_loss.png"]
     for name in refs:
         with Image.open(out.parent / name) as im:
             im.verify()
@@ -207,8 +264,23 @@ def test_figures_are_valid_pngs_referenced_relatively(report):
 @pytest.fixture(scope="module")
 def built():
     inp = collect(runs=[str(r) for r in RUNS], cmmlu=[f"{m}={FIX / f'cmmlu_{m}.json'}" for m in MODELS],
-                  leaderboard=[f"{m}={FIX / f'leaderboard_{m}.json'}" for m in MODELS], tally=FIX / "tally.json")
+                  leaderboard=[f"{m}={FIX / f'leaderboard_{m}.json'}" for m in MODELS], tally=FIX / "tally.json",
+                  bpc=[f"{label}={FIX / name}" for label, name in BPC])
     return build_figures(inp)
+
+
+def test_bpc_figure_bars_are_the_means_and_dots_the_seeds(built):
+    left, right = built["bpc"].axes
+    groups = {}
+    for label, name in BPC:
+        groups.setdefault(label, []).append(load(name))
+    bars, = left.containers
+    assert [p.get_height() for p in bars.patches] == pytest.approx(
+        [sum(r["bits_per_char"] for r in rs) / len(rs) for rs in groups.values()])
+    assert [list(line.get_ydata()) for line in left.lines] == [[r["bits_per_char"] for r in rs] for rs in groups.values()]
+    assert [t.get_text() for t in left.get_xticklabels()] == list(groups)
+    assert [p.get_height() for p in right.containers[0].patches] == pytest.approx(
+        [sum(r["tokens_per_char"] for r in rs) / len(rs) for rs in groups.values()])
 
 
 def test_loss_figure_plots_loss_jsonl(built):
@@ -343,3 +415,58 @@ def test_paths_under_the_current_folder_are_shown_relative(tmp_path, monkeypatch
     assert parse_tables(md)["Training"][0][0]["data"] == "samples/pretrain_zh.jsonl"
     assert str(tmp_path) not in md.replace(f"{run}", "")  # only the --run argument itself, as given
     assert shown_path("/elsewhere/a.jsonl") == "/elsewhere/a.jsonl" and shown_path("runs/x") == "runs/x"
+
+
+def test_bpc_of_one_run_has_no_noise_and_a_trained_on_text_is_flagged(tmp_path):
+    run = tmp_path / "pretrain"
+    shutil.copytree(RUNS[0], run)
+    info = json.loads((run / "run_info.json").read_text())
+    info["data"][0]["sha256"] = load("bpc_base.json")["text"]["sha256"]  # trained on the "held-out" text
+    (run / "run_info.json").write_text(json.dumps(info))
+    out = tmp_path / "r.md"
+    assert main(["report", "--run", str(run), "--bpc", f"base={FIX / 'bpc_base.json'}",
+                 "--bpc", f"sft={FIX / 'bpc_sft_seed42.json'}", "-o", str(out)]) == 0
+    md = out.read_text(encoding="utf-8")
+    assert "**trained on by pretrain: not held out**" in md
+    assert "`base` -> `sft`: **-0.519** bits/char (-6.9%); one run, so its run-to-run noise is not measured" in md
+
+
+def test_bpc_on_different_texts_is_refused(tmp_path, capsys):
+    other = load("bpc_sft_seed42.json")
+    other["text"] = {"path": "elsewhere.txt", "sha256": "0" * 64, "max_chars": None}
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    assert main(["report", "--bpc", str(FIX / "bpc_base.json"), "--bpc", f"x={path}", "-o", str(tmp_path / "r.md")]) == 2
+    assert "measured on different texts (elsewhere.txt, samples/heldout_zh.txt)" in capsys.readouterr().err
+
+
+def test_bad_bpc_file_names_file_and_field(tmp_path, capsys):
+    data = load("bpc_base.json")
+    data["bits_per_char"] = "low"
+    bad = tmp_path / "bpc.json"
+    bad.write_text(json.dumps(data))
+    assert main(["report", "--bpc", str(bad), "-o", str(tmp_path / "r.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(bad) in err and "field 'bits_per_char': expected a finite number" in err
+
+
+def test_chinese_names_are_drawn_with_a_cjk_font_or_numbered(tmp_path, monkeypatch):
+    """With a CJK font (Debian's fonts-wqy-microhei in the test setup) Chinese labels are drawn as they are, and
+    matplotlib finds a glyph for every character; without one they become [1], [2] and the report lists them."""
+    argv = ["report", "--cmmlu", f"基座={FIX / 'cmmlu_base.json'}", "--cmmlu", f"微调={FIX / 'cmmlu_tuned.json'}"]
+    font = figures.cjk_font()
+    if font is not None:
+        from matplotlib.font_manager import FontProperties, findfont
+        from matplotlib.ft2font import FT2Font
+
+        assert all(ord(c) in FT2Font(findfont(FontProperties(family=font))).get_charmap() for c in "基座微调")
+        assert main(argv + ["-o", str(tmp_path / "cjk.md")]) == 0
+        assert "No font with Chinese glyphs" not in (tmp_path / "cjk.md").read_text(encoding="utf-8")
+        labels = figures.Labels(font)
+        assert labels("基座") == "基座" and not labels.replaced
+    monkeypatch.setattr(figures, "cjk_font", lambda: None)
+    assert main(argv + ["-o", str(tmp_path / "plain.md")]) == 0
+    md = (tmp_path / "plain.md").read_text(encoding="utf-8")
+    assert "the figures show Chinese names as numbers: [1] = 基座, [2] = 微调." in md
+    labels = figures.Labels(None)
+    assert [labels(x) for x in ("base", "基座", "微调", "基座")] == ["base", "[1]", "[2]", "[1]"]
