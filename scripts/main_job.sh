@@ -117,7 +117,8 @@ stage() {
     echo "$label skipped (complete): $(result "$output")"
     return 0
   fi
-  local log=$LOGS/${name//[^A-Za-z0-9._-]/_}.log t0=$SECONDS
+  local log t0=$SECONDS
+  log=$LOGS/$(echo "$name" | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/-/g; s/^-|-$//g').log
   [ -t 1 ] && printf '%s running (log: %s) ...' "$label" "$log"
   if ! "$@" >"$log" 2>&1; then
     [ -t 1 ] && echo
@@ -164,14 +165,14 @@ done
 
 # 4. bits per character on the held-out text: base, then each seed's pretrained and SFT model
 BPC=()
-bpc() {  # bpc LABEL CKPT FILE
-  stage 4 "bpc $1" "$3" is_file "$3" -- $FE bits-per-char --ckpt "$2" --text "$HELDOUT" -o "$3"
-  BPC+=(--bpc "$1=$3")
+bpc() {  # bpc STAGE_NAME LABEL CKPT FILE (results that share a LABEL are one model's seeds)
+  stage 4 "$1" "$4" is_file "$4" -- $FE bits-per-char --ckpt "$3" --text "$HELDOUT" -o "$4"
+  BPC+=(--bpc "$2=$4")
 }
-bpc base "$BASE" "$R/bpc_base.json"
+bpc "bpc base" base "$BASE" "$R/bpc_base.json"
 for seed in "${SEED_LIST[@]}"; do
-  bpc pretrained "$(run_dir "$seed" pretrain)" "$R/bpc_pretrained_seed$seed.json"
-  bpc sft "$(run_dir "$seed" sft)" "$R/bpc_sft_seed$seed.json"
+  bpc "bpc pretrained (seed $seed)" pretrained "$(run_dir "$seed" pretrain)" "$R/bpc_pretrained_seed$seed.json"
+  bpc "bpc sft (seed $seed)" sft "$(run_dir "$seed" sft)" "$R/bpc_sft_seed$seed.json"
 done
 
 # 5-7. smoke-run benchmarks and answers for the judges: the base model and the tuned one (first seed)
@@ -213,4 +214,4 @@ echo "  .venv/bin/firefly-judge serve --db $R/votes.sqlite --set $EVAL_SET \\"
 echo "      --answers $R/answers_base.jsonl $R/answers_tuned.jsonl"
 echo "Then tally the votes and rerun this script: completed stages are skipped and the report gains the"
 echo "human-evaluation tables:"
-echo "  .venv/bin/firefly-eval tally --db $R/votes.sqlite -o $R/tally.json && bash scripts/main_job.sh"
+echo "  .venv/bin/firefly-eval tally --db $R/votes.sqlite -o $R/tally.json && bash scripts/main_job.sh --out $OUT --report $REPORT"

@@ -1,7 +1,10 @@
-"""The README's first command end to end (slow: about 10 minutes on 2 CPU cores).
+"""The README's first command end to end (slow: about 10 minutes on 2 CPU cores at the job's own sizes; the
+test uses fewer steps and shorter answers, the same stages).
 
-Runs scripts/main_job.sh into a temporary folder, checks every stage's output is complete and that the
-report is built from them, then reruns it and checks that every stage is skipped.
+Runs scripts/main_job.sh into a temporary folder, checks every stage's output is complete, that the console
+holds one line per stage (the engines' logs are in OUT/logs) and that the report is built from the outputs,
+with bits per character on the held-out text as its headline; then reruns it and checks that every stage is
+skipped.
 """
 from __future__ import annotations
 
@@ -13,10 +16,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+SEEDS = ("42", "43")
+SIZES = {"PRETRAIN_STEPS": "4", "SFT_STEPS": "2", "MAX_NEW_TOKENS": "8", "SEEDS": " ".join(SEEDS)}
 
 
 def _main_job(out: Path, report: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, FIREFLY_CACHE=os.environ.get("FIREFLY_CACHE", str(REPO / ".cache" / "firefly")))
+    env = dict(os.environ, FIREFLY_CACHE=os.environ.get("FIREFLY_CACHE", str(REPO / ".cache" / "firefly")), **SIZES)
     return subprocess.run(["bash", "scripts/main_job.sh", "--out", str(out), "--report", str(report)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
 
@@ -27,23 +32,47 @@ def test_main_job_runs_every_stage_then_resumes(tmp_path):
     first = _main_job(out, report)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     results = out / "results"
-    for run in ("pretrain", "sft"):
+    for run in ("pretrain", "sft", "seed-43/pretrain", "seed-43/sft"):
         assert (out / run / "final" / "firefly_checkpoint.json").is_file()
-        assert json.loads((out / run / "run_info.json").read_text())["command"] == run
+        info = json.loads((out / run / "run_info.json").read_text())
+        assert info["command"] == run.rsplit("/", 1)[-1]
+    seeds = {json.loads((out / run / "config.yaml").read_text().split("seed: ")[1].split("\n")[0])
+             for run in ("pretrain", "seed-43/pretrain")}
+    assert seeds == {42, 43}
     for name in ("vocab_stats.json", "cmmlu_base.json", "cmmlu_tuned.json", "leaderboard_base.json",
-                 "leaderboard_tuned.json"):
+                 "leaderboard_tuned.json", "bpc_base.json", *(f"bpc_{m}_seed{s}.json" for m in ("pretrained", "sft")
+                                                              for s in SEEDS)):
         assert json.loads((results / name).read_text())["format"] == 1
+    bpc = {p.name: json.loads(p.read_text()) for p in results.glob("bpc_*.json")}
+    assert {r["text"]["path"] for r in bpc.values()} == {"samples/heldout_zh.txt"}
+    assert len({r["bits_per_char"] for r in bpc.values()}) == 5  # five models, five measurements
+    assert bpc["bpc_base.json"]["tokens_per_char"] > bpc["bpc_sft_seed42.json"]["tokens_per_char"]  # the merge
     n_items = sum(1 for line in (REPO / "eval_sets" / "zh130.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
     for who in ("base", "tuned"):
         assert len((results / f"answers_{who}.jsonl").read_text(encoding="utf-8").splitlines()) == n_items + 1
+
+    # the console: a line per stage with its time and result; engine output only in the logs
+    stage_lines = [line for line in first.stdout.splitlines() if line.startswith("[main ")]
+    assert len(stage_lines) == 3 + 2 * 2 + 5 + 6 + 1
+    assert all("s: " in line for line in stage_lines)
+    assert "INFO" not in first.stdout and "Loading weights" not in first.stdout and not first.stderr.strip()
+    logs = sorted(p.name for p in (out / "logs").iterdir())
+    assert {"cmmlu-base.log", "leaderboard-tuned.log", "pretrain-seed-43.log", "bpc-sft-seed-43.log"} <= set(logs)
+    assert "opencompass" in (out / "logs" / "cmmlu-base.log").read_text().lower()
+
     md = report.read_text(encoding="utf-8")
-    for section in ("## Training", "## Tokenizer efficiency", "## CMMLU", "## Open LLM Leaderboard tasks"):
+    for section in ("## Held-out text: bits per character", "## Training", "## Tokenizer efficiency", "## CMMLU",
+                    "## Open LLM Leaderboard tasks"):
         assert section in md
-    assert (report.parent / "REPORT-loss.png").is_file() and (report.parent / "REPORT-benchmarks.png").is_file()
+    head = md.split("## Held-out text")[0]
+    assert "Bits per character on `samples/heldout_zh.txt`" in head and "in none of the training files given" in head
+    assert "spread over 2 seeds" in head and "CMMLU average" not in head
+    for fig in ("bpc", "loss", "benchmarks"):
+        assert (report.parent / f"REPORT-{fig}.png").is_file()
     assert f"Report: {report}" in first.stdout and "firefly-judge serve" in first.stdout
 
     second = _main_job(out, report)
     assert second.returncode == 0, second.stderr[-4000:]
-    running = [line for line in second.stdout.splitlines() if line.startswith("[main") and ": running" in line]
-    assert len(running) == 1 and running[0].startswith("[main 7/7] report: running")  # all else skipped
-    assert second.stdout.count(": complete, skipped") == 11
+    ran = [line for line in second.stdout.splitlines() if line.startswith("[main") and "skipped" not in line]
+    assert len(ran) == 1 and ran[0].startswith("[main 8/8] report")  # all else skipped
+    assert second.stdout.count(" skipped (complete): ") == 3 + 2 * 2 + 5 + 6
