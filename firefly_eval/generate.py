@@ -174,6 +174,7 @@ class StaticDecoder:
         self.path = "static cache, compiled step (CUDA graphs)" if compile_step else "static cache, eager"
         self._step = (torch.compile(self._forward, mode="reduce-overhead", fullgraph=True, dynamic=False)
                       if compile_step else self._forward)
+        self._skips_before = cudagraph_skips()
 
     def _forward(self, input_ids, position_ids, attention_mask):
         out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
@@ -215,7 +216,16 @@ class StaticDecoder:
                 token = pick(self._step(token[:, None], last_position + step, mask), step)
                 tokens.append(token)
                 finished |= torch.isin(token, stops)
+        if self.compiled and cudagraph_skips() > self._skips_before:
+            self.path = "static cache, compiled step (CUDA graphs skipped: see the inductor log)"
         return torch.stack(tokens, dim=1)
+
+
+def cudagraph_skips() -> int:
+    """How many times (in this process) inductor ran a compiled graph without CUDA graphs (it logs why)."""
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["cudagraph_skips"]
 
 
 def greedy_pick(logits, step: int):
@@ -245,7 +255,7 @@ class BatchedGenerator:
         tokenizer.padding_side = "left"
         self.ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
         self.order = sorted(range(len(texts)), key=lambda i: -len(self.ids[i]))  # an out-of-memory shows at once
-        max_len = len(self.ids[self.order[0]]) + max_new_tokens
+        max_len = -(-(len(self.ids[self.order[0]]) + max_new_tokens) // 64) * 64  # aligned for attention kernels
         self.batches = plan_batches(len(texts), batch_size or auto_batch_size(model, len(texts), max_len))
         if compile_step is None:
             compile_step = model.device.type == "cuda"

@@ -8,8 +8,8 @@ import pytest
 
 from firefly_eval.cli import main
 from firefly_eval.eval_set import load_answers, load_set
-from firefly_eval.generate import (BatchedGenerator, default_model_name, item_seed, parse_batch_size, plan_batches,
-                                   render_prompt)
+from firefly_eval.generate import (BatchedGenerator, auto_batch_size, default_model_name, item_seed, parse_batch_size,
+                                   plan_batches, render_prompt)
 from firefly_train.errors import FireflyError
 
 TINY = Path(__file__).parent / "fixtures" / "tiny_set.jsonl"
@@ -165,19 +165,39 @@ def token_rows(tiny_model, texts, seeds, batch_size, max_new_tokens=10, compile_
 
 
 def test_sampled_tokens_do_not_depend_on_batch_size_or_company(tiny_model):
-    """An item's tokens are the same alone, in batches of 2, 4 (two batches of 3, one filled up) or all 6, and
-    in another company (a subset, in another order)."""
+    """An item's tokens are the same alone, in two batches of 3 (`--batch-size 4`, the second filled up), all 6
+    together, and in another company (a subset, in another order)."""
     texts = tiny_model[2]
     seeds = [item_seed(42, it.id) for it in load_set(TINY).items]
-    alone, _ = token_rows(tiny_model, texts, seeds, 1)
-    assert all(len(row) == 10 for row in alone.values())  # a random model hardly ever stops early
-    for size in (2, 4, 6):
-        assert token_rows(tiny_model, texts, seeds, size)[0] == alone
+    alone, _ = token_rows(tiny_model, texts, seeds, 1, max_new_tokens=6)
+    assert all(len(row) == 6 for row in alone.values())  # a random model hardly ever stops early
+    for size in (4, 6):
+        assert token_rows(tiny_model, texts, seeds, size, max_new_tokens=6)[0] == alone
     subset = [4, 1, 2]
-    other, _ = token_rows(tiny_model, [texts[i] for i in subset], [seeds[i] for i in subset], 3)
+    other, _ = token_rows(tiny_model, [texts[i] for i in subset], [seeds[i] for i in subset], 3, max_new_tokens=6)
     assert {subset[k]: row for k, row in other.items()} == {i: alone[i] for i in subset}
-    other_seeds, _ = token_rows(tiny_model, texts, [s + 1 for s in seeds], 6)
+    other_seeds, _ = token_rows(tiny_model, texts, [s + 1 for s in seeds], 6, max_new_tokens=6)
     assert all(other_seeds[i] != alone[i] for i in alone)
+
+
+def test_auto_batch_size_fits_the_kv_cache(monkeypatch):
+    """A 7B (Llama-2 shape, 55,296 pieces, bf16) with 125 GiB free takes all 130 prompts of up to 768 positions
+    at once (about 0.5 GB each); with 20 GiB free, as many as fit in 80% of it. 8 on a CPU."""
+    import torch
+    from transformers import LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=55296, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                      num_attention_heads=32, num_key_value_heads=32)
+    lm_head = types.SimpleNamespace(weight=torch.empty(55296, 0))
+    model = types.SimpleNamespace(config=cfg, dtype=torch.bfloat16, device=torch.device("cuda"),
+                                  get_output_embeddings=lambda: lm_head)
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (125 * gib, 139 * gib))
+    assert auto_batch_size(model, 130, 768) == 130
+    per_row = 32 * 2 * 32 * 128 * 768 * 2 + 768 * (11008 * 3 + 4096 * 8) * 2 + 55296 * 48
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (20 * gib, 139 * gib))
+    assert auto_batch_size(model, 130, 768) == int(20 * gib * 0.8) // per_row == 33
+    assert auto_batch_size(types.SimpleNamespace(device=torch.device("cpu")), 130, 768) == 8
 
 
 def test_greedy_equals_plain_generate(tiny_model):
@@ -218,6 +238,21 @@ def test_compiled_step_is_one_graph_and_matches_eager(tiny_model, monkeypatch):
     assert gen.decoder.path == "static cache, compiled step (CUDA graphs)" and len(gen.batches) == 2
     assert compiled == eager
     torch._dynamo.reset()
+
+
+@pytest.mark.slow  # ~80 s on 2 cores: inductor builds C++ kernels
+def test_inductor_compile_on_cpu_matches_eager(tiny_model):
+    """The real compile (inductor, mode reduce-overhead) on the CPU: the eager tokens, and the path says that
+    CUDA graphs were skipped (there are none on a CPU)."""
+    import torch
+
+    texts = tiny_model[2][:4]
+    eager, _ = token_rows(tiny_model, texts, [5, 6, 7, 8], 2, max_new_tokens=5)
+    torch._dynamo.reset()
+    compiled, gen = token_rows(tiny_model, texts, [5, 6, 7, 8], 2, max_new_tokens=5, compile_step=True)
+    torch._dynamo.reset()
+    assert compiled == eager
+    assert gen.decoder.path == "static cache, compiled step (CUDA graphs skipped: see the inductor log)"
 
 
 def test_failed_compile_falls_back_to_eager(tiny_model, monkeypatch):
