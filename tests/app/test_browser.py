@@ -1,5 +1,8 @@
-"""The app in headless chromium: sign in, vote (buttons and keys), reload and resume, the admin tally moves."""
+"""The app in headless chromium: sign in, vote (buttons and keys), reload and resume, a server restart
+(SIGTERM) that signs nobody out, the results page's tally moves."""
 import re
+import shutil
+import sqlite3
 
 import pytest
 
@@ -29,10 +32,9 @@ def test_sign_in_vote_reload_resume_and_admin_tally(judge_files, server_factory,
     server = server_factory(set_path, answers, db)
 
     admin = browser.new_page()
-    admin.goto(server.url)
-    admin.fill("#token input", admin_token)
-    admin.click("#sign-in")
-    admin.get_by_role("tab", name="Results").click()
+    admin.goto(server.url + "/results")
+    admin.fill("#admin-token input", admin_token)
+    admin.click("#admin-sign-in")
     admin.wait_for_selector("#results:has-text('0 votes')")
 
     page = browser.new_page()
@@ -67,6 +69,20 @@ def test_sign_in_vote_reload_resume_and_admin_tally(judge_files, server_factory,
     admin.click("#refresh")
     admin.wait_for_selector("#results:has-text('5 votes')")
     assert "model-base-7f3 vs model-tuned-9c1: win / tie / loss" in admin.inner_text("#results")
+
+    # a restart: SIGTERM shuts down cleanly, the database is one file again (nothing left in the -wal file)
+    assert server.terminate() == 0
+    assert not db.with_name(db.name + "-wal").exists() or db.with_name(db.name + "-wal").stat().st_size == 0
+    copy = db.with_name("copy.sqlite")
+    shutil.copy(db, copy)  # the main file alone holds every vote
+    assert sqlite3.connect(copy).execute("SELECT count(*) FROM votes").fetchone()[0] == 5
+    server.start()
+    page.reload()  # the remembered token still opens (its key is kept in the database): nobody is signed out
+    page.wait_for_selector("#status:has-text('5 / 12')")
+    kit.settle(page)
+    assert page.inner_text("#prompt") == shown and not page.is_visible("#sign-in")
+    admin.reload()
+    admin.wait_for_selector("#results:has-text('5 votes')")
 
     page.click("#sign-out")  # forgets the token: a reload shows the sign-in form again
     page.wait_for_selector("#sign-in")

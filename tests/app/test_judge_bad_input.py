@@ -119,3 +119,40 @@ def test_add_annotator_creates_database(judge_files, capsys):
                  "--answers", *map(str, answers)]) == 0
     assert len(capsys.readouterr().out.strip()) >= 32
     assert read_votes(db) == []
+
+
+def test_export_to_a_folder_is_one_line(judge_files, voted_db, tmp_path, capsys):
+    _check(capsys, main(["export", "--db", str(voted_db), "-o", str(tmp_path)]), f"cannot write {tmp_path}",
+           "Is a directory")
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_reissue_token(judge_files, voted_db, capsys):
+    with VoteStore.open_existing(voted_db) as store:
+        old = store.add_annotator("bob")
+    assert main(["reissue-token", "bob", "--db", str(voted_db)]) == 0
+    new = capsys.readouterr().out.strip()
+    with VoteStore.open_existing(voted_db) as store:
+        assert store.annotator_for(new) == ("bob", False) and store.annotator_for(old) is None
+    _check(capsys, main(["reissue-token", "nobody", "--db", str(voted_db)]), "no annotator 'nobody'", "alice, bob")
+    assert [v.annotator for v in read_votes(voted_db)] == ["alice"]
+
+
+def test_schema_1_database_is_upgraded_in_place(judge_files, voted_db):
+    """A database from before the wrong-language columns: read as is, upgraded when the app opens it."""
+    import sqlite3
+
+    conn = sqlite3.connect(voted_db)
+    conn.execute("ALTER TABLE votes DROP COLUMN left_wrong_language")
+    conn.execute("ALTER TABLE votes DROP COLUMN right_wrong_language")
+    conn.execute("DELETE FROM meta WHERE key = 'browser_key'")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    [before] = read_votes(voted_db)
+    assert (before.choice, before.left_wrong_language) == ("left", None)
+    with VoteStore.open_existing(voted_db) as store:
+        assert len(store.browser_key) == 64 and store.votes_of("alice") == [before]
+        key = store.browser_key
+    with VoteStore.open_existing(voted_db) as store:
+        assert store.browser_key == key  # kept: browsers' remembered tokens still open after a restart

@@ -78,16 +78,22 @@ def test_annotators_cannot_touch_each_others_votes(served):
 def test_results_need_the_admin_token(served):
     server, db, kit = served
     s = kit.HttpSession(server.url)
-    s.call("sign_in", _token(served, "dave"))
+    dave = _token(served, "dave")
+    s.call("sign_in", dave)
     msg = s.call("results")
     assert not msg["success"] and "admin token" in msg["output"]["error"]
+    assert "admin token" in s.text(s.call("admin_sign_in", dave))  # the results page refuses him too
+    assert not s.call("results")["success"]
     assert s.call("vote_tie", "item-002#0", None, None, "")["success"]
     admin = kit.HttpSession(server.url)
-    admin.call("sign_in", _token(served, "erin", admin=True))
+    erin = _token(served, "erin", admin=True)
+    admin.call("sign_in", erin)  # judging as an admin: blind like everyone, no results
+    assert not admin.call("results")["success"] and _leaks(admin, kit.MODELS) == []
+    admin.call("admin_sign_in", erin)  # the results page (/results)
     msg = admin.call("results")
     assert msg["success"] and f"**{len(read_votes(db))} votes**" in admin.text(msg)
     assert "| dave | 1 / 12 |" in admin.text(msg)
-    assert kit.MODELS[0] in admin.text(msg)  # the admin view is where model names are shown
+    assert kit.MODELS[0] in admin.text(msg)  # the results page is where model names are shown
 
 
 @pytest.mark.browser

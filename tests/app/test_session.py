@@ -67,9 +67,40 @@ def test_skip_comes_back_last(judging):
     assert judging.next_task("alice").handle == queue[1]
     for h in queue[1:]:
         judging.vote("alice", h, "tie", True, True)
-    assert judging.next_task("alice").handle == queue[0]
+    # only the skipped item is left: no item is offered (the app asks: revisit or finish)
+    assert judging.next_task("alice") is None and judging.skipped_left("alice") == 1
+    judging.revisit_skipped("alice")
+    assert judging.next_task("alice").handle == queue[0] and judging.skipped_left("alice") == 0
     judging.vote("alice", queue[0], "tie", False, False)
     assert judging.next_task("alice") is None and judging.progress("alice") == (12, 12)
+    assert judging.skipped_left("alice") == 0
+
+
+def test_skip_of_a_voted_item_keeps_the_vote(judging):
+    judging.store.add_annotator("alice")
+    task = judging.next_task("alice")
+    judging.vote("alice", task.handle, "B", False, True)
+    assert judging.skip("alice", task.handle) is False
+    assert judging.skipped_left("alice") == 0 and judging.store.votes_of("alice")[0].choice == "right"
+
+
+def test_last_vote_goes_back_with_what_was_recorded(judging):
+    judging.store.add_annotator("alice")
+    assert judging.last_vote("alice") is None
+    first = judging.next_task("alice")
+    judging.vote("alice", first.handle, "A", True, False, comment="第一")
+    second = judging.next_task("alice")
+    judging.vote("alice", second.handle, "B", False, False, comment="第二")
+    task, vote = judging.last_vote("alice")
+    assert task.handle == second.handle and vote.comment == "第二"
+    view = judging.view("alice", task, vote)
+    assert (view.voted, view.comment) == ("B", "第二")
+    if task.item.objective:
+        assert (view.a_correct, view.b_correct) == (False, False)
+    judging.vote("alice", task.handle, "tie", True, True, comment="改了")  # changed: replaces, counts once
+    assert judging.progress("alice") == (2, 12)
+    assert [(v.item_id, v.choice) for v in judging.store.votes_of("alice")] == [
+        (first.item.id, "left"), (second.item.id, "tie")]
 
 
 def test_objective_items_prefilled_and_required(judging):
@@ -99,8 +130,35 @@ def test_wrong_language_flagged(judge_files, tmp_path):
     task = j.task("alice", "item-003#0")
     view = j.view("alice", task)
     base_is_a = task.left_model == MODELS[0]
-    assert (view.a_wrong_language, view.b_wrong_language) == (base_is_a, not base_is_a)
-    assert (view.a_correct if base_is_a else view.b_correct) is False
+    assert (view.a_script, view.b_script) == (("Latin", None) if base_is_a else (None, "Latin"))
+    assert (view.a_correct if base_is_a else view.b_correct) is False  # objective: pre-marked wrong
+    assert not view.language_rule  # on objective items correctness carries it
+    j.store.close()
+
+
+def test_wrong_language_on_open_ended_items_stored_and_counted(judge_files):
+    """The seed's rule means the same in the view, the stored vote and its outcome: the side in the
+    wrong language loses, whatever was pressed, unless both are."""
+    set_path, answers, db = judge_files
+    lines = answers[0].read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3].replace("春风慢慢吹过田野。", "The spring wind blows over the fields.")  # item-002, base
+    answers[0].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    j = Judging.open(set_path, answers, db)
+    j.store.add_annotator("alice")
+    task = j.task("alice", "item-002#0")
+    view = j.view("alice", task)
+    base = "A" if task.left_model == MODELS[0] else "B"
+    tuned = "B" if base == "A" else "A"
+    assert view.language_rule and (view.a_wrong_language, view.b_wrong_language) == (base == "A", base == "B")
+    vote = j.vote("alice", "item-002#0", base)  # preferred the English answer; flags from the detector
+    assert (vote.left_wrong_language, vote.right_wrong_language) == (base == "A", base == "B")
+    assert j.outcome_text(vote) == f"counted as {tuned} wins ({base} is not in Chinese: the wrong-language side loses)"
+    from firefly_eval.tally import outcome_for
+
+    assert outcome_for(vote, MODELS[0], objective=False) == "loss"
+    # the annotator may overrule the detector (both flags given): then the choice stands
+    vote = j.vote("alice", "item-002#0", base, a_wrong_language=False, b_wrong_language=False)
+    assert j.outcome_text(vote) == f"counted as {base} wins" and outcome_for(vote, MODELS[0], objective=False) == "win"
     j.store.close()
 
 

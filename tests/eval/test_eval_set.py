@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from firefly_eval.cli import main
-from firefly_eval.eval_set import SEED_KINDS, TASKS, content_hash, load_answers, load_set, validate_set
+from firefly_eval.eval_set import (SEED_KINDS, TASKS, content_hash, load_answers, load_set, task_name,
+                                   validate_set)
 from firefly_train.errors import FireflyError, InputError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -187,3 +188,111 @@ def test_load_answers_errors(tmp_path):
     path.write_text("\n".join(text[:2]) + "\n{\"id\": \"ma", encoding="utf-8")
     with pytest.raises(InputError, match=r"a.jsonl:3: invalid JSON"):
         load_answers(path, s)
+
+
+def test_seed_objective_tasks_without_reference_are_objective(tmp_path):
+    """The seed's own xlsx has no reference column: its annotators judged correctness themselves."""
+    path = tmp_path / "seed.xlsx"
+    seed_frame().drop(columns=["output"]).to_excel(path, index=False)
+    s = load_set(path)
+    objective = {it.task for it in s.items if it.objective}
+    assert objective == {"classification", "closed_qa", "extraction", "math", "reading_comprehension"}
+    assert sum(it.objective for it in s.items) == 50 and all(it.reference is None for it in s.items)
+    assert validate_set(s) == []
+
+
+@pytest.mark.parametrize("kind, task", [
+    ("closed\u00a0qa", "closed_qa"), ("Closed  QA", "closed_qa"), ("close qa", "closed_qa"), ("closed_qa", "closed_qa"),
+    ("ＭＲＣ", "reading_comprehension"), (" Open-QA ", "open_qa"), ("EXTRACT", "extraction"), ("Poetry Writing", "poetry_writing"),
+])
+def test_kind_names_normalised_before_mapping(kind, task):
+    assert task_name(kind) == task
+
+
+def test_json_array_in_belle_columns_and_ours(tmp_path):
+    belle = [{"question": "把“你好”翻译成英文。", "class": "translation", "std_answer": "Hello"},
+             {"question": "北京是哪个国家的首都？", "class": "closed\u00a0qa", "std_answer": "中国"},
+             {"question": "写一首诗。", "class": "generation", "std_answer": ""}]
+    path = tmp_path / "belle.json"
+    path.write_text(json.dumps(belle, ensure_ascii=False, indent=2), encoding="utf-8")
+    s = load_set(path)
+    assert [(it.id, it.task, it.objective, it.reference) for it in s.items] == [
+        ("translation-01", "translation", False, "Hello"), ("closed_qa-01", "closed_qa", True, "中国"),
+        ("generation-01", "generation", False, None)]
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps([item(1), item(2)], ensure_ascii=False, indent=1), encoding="utf-8")
+    assert load_set(ours).hash == content_hash(load_set(ours).items) and len(load_set(ours)) == 2
+    tiny_as_array = tmp_path / "tiny.json"
+    tiny_as_array.write_text("[\n" + ",\n".join(TINY.read_text(encoding="utf-8").splitlines()) + "\n]\n", encoding="utf-8")
+    assert load_set(tiny_as_array).hash == load_set(TINY).hash  # same items, same hash, whatever the form
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ('[\n  {"id": "a", "task": "m", "prompt": "x", "objective": false},\n  {"id": "b", "task": "m"\n]', 4,
+     "invalid JSON: Expecting ',' delimiter"),  # where the parser stops: the ']' on line 4
+    ('[\n  {"id": "a", "task": "m", "prompt": "x", "objective": false},\n  {"id": "b", "task": "m", "objective": false}\n]',
+     3, "field 'prompt': missing field"),
+    ('[\n  {"id": "a", "task": "m", "prompt": "x", "objective": false},\n  {"id": "a", "task": "m", "prompt": "y", "objective": false}\n]',
+     3, "field 'id': duplicate id 'a' (first at line 2)"),
+    ('{"id": "a"}', 1, "expected a JSON array"),
+    ('[\n  {"question": "x", "class": "math"},\n  [1, 2]\n]', 3, "expected a JSON object"),
+])
+def test_json_array_errors_name_file_and_line(tmp_path, text, line, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        load_set(path)
+    assert str(e.value).startswith(f"{path}:{line}: ") and message in str(e.value), str(e.value)
+
+
+def test_duplicate_id_in_xlsx_names_its_row(tmp_path):
+    path = tmp_path / "dup.xlsx"
+    pd.DataFrame({"id": ["q1", "q2", "q1"], "kind": ["math"] * 3, "instruction": ["1+1", "2+2", "3+3"]}).to_excel(path, index=False)
+    with pytest.raises(InputError, match=r"dup.xlsx:4: field 'id': duplicate id 'q1' \(first at row 2\)"):
+        load_set(path)
+
+
+def _damaged_xlsx(tmp_path, how: str) -> Path:
+    good = tmp_path / "good.xlsx"
+    seed_frame().to_excel(good, index=False)
+    data = bytearray(good.read_bytes())
+    path = tmp_path / f"{how}.xlsx"
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    elif how == "crc":  # flip bytes inside the first compressed member: the zip reader's CRC check fails
+        import zipfile
+
+        with zipfile.ZipFile(good) as z:
+            info = max(z.infolist(), key=lambda i: i.compress_size)
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        for k in range(start + 10, start + 40):
+            data[k] ^= 0x01
+    elif how == "csv-named-xlsx":
+        data = bytearray(b"kind,instruction\nmath,1+1\n")
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("how, needle", [
+    ("truncated", "damaged .xlsx file"), ("crc", "damaged .xlsx file"), ("csv-named-xlsx", "not an .xlsx workbook"),
+])
+def test_damaged_xlsx_is_one_line_exit_2(tmp_path, capsys, how, needle):
+    path = _damaged_xlsx(tmp_path, how)
+    assert main(["validate-set", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"firefly-eval validate-set: error: {path}: ") and needle in err[0], err
+    assert "engine" not in err[0]
+
+
+def test_validate_set_prints_the_full_hash_and_exports_only_when_clean(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    assert main(["validate-set", str(TINY), "--export", str(out)]) == 2  # problems: 3 tasks, not 13
+    assert not out.exists()
+    captured = capsys.readouterr()
+    assert f"sha256 {load_set(TINY).hash}\n" in captured.out
+    assert f"{out} not written" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert main(["validate-set", str(TINY), "--per-task", "2", "--tasks", "3", "--export", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write {tmp_path}: Is a directory" in err[0]
+    assert main(["validate-set", str(TINY), "--per-task", "2", "--tasks", "3", "--export", str(out)]) == 0
+    assert load_set(out).hash == load_set(TINY).hash

@@ -169,3 +169,25 @@ def test_tally_cli_empty_database(tmp_path, capsys):
     assert main(["tally", "--db", str(db), "-o", str(out), "--bootstrap", "200"]) == 0
     assert "no votes yet" in capsys.readouterr().out
     assert json.loads(out.read_text(encoding="utf-8"))["pairs"] == []
+
+
+def test_tally_cli_output_to_a_folder_is_one_line(tmp_path, capsys):
+    eval_set = load_set(TINY)
+    db = tmp_path / "votes.sqlite"
+    make_db(db, eval_set)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert main(["tally", "--db", str(db), "-o", str(folder), "--bootstrap", "200"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"firefly-eval tally: error: cannot write {folder}: Is a directory"]
+    assert list(folder.iterdir()) == []
+
+
+def test_wrong_language_votes_counted_as_stored():
+    """Open-ended item, the annotator preferred the side in the wrong language: it counts as a loss."""
+    english_left = Vote("x", "g1", "generation", "a", "b", "left", None, None, "", 0.0, True, False)
+    assert outcome_for(english_left, "a") == "loss" and outcome_for(english_left, "a", objective=False) == "loss"
+    both = Vote("x", "g2", "generation", "a", "b", "left", None, None, "", 0.0, True, True)
+    assert outcome_for(both, "a") == "win"  # both in the wrong language: the preference stands
+    [p] = tally([english_left, both], n_resamples=100)["pairs"]
+    assert (p["win"], p["tie"], p["loss"]) == (1, 0, 1)
