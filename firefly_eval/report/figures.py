@@ -168,17 +168,21 @@ def bits_per_char(results: list[BenchResult], label=_as_is) -> Figure:
     left, right = fig.subplots(1, 2)
     names = [label(name) for name, _ in groups]
     xs = range(len(groups))
-    left.bar(xs, [bpc_mean(runs) for _, runs in groups], 0.6, color="#4c72b0", label="mean")
+    bars = left.bar(xs, [bpc_mean(runs) for _, runs in groups], 0.6, color="#4c72b0", label="mean")
+    left.bar_label(bars, fmt="%.3f", padding=2)
+    left.margins(y=0.12)
     for x, (_, runs) in zip(xs, groups):
         left.plot([x] * len(runs), [r.data["bits_per_char"] for r in runs], "o", color="black", markersize=4)
     left.set_xticks(list(xs), names)
     left.set_ylabel("bits per character")
     left.set_title("Held-out text: bits per character")
     left.grid(axis="y", alpha=0.3)
-    right.bar(xs, [bpc_mean(runs, "tokens_per_char") for _, runs in groups], 0.6, color="#dd8452")
+    bars = right.bar(xs, [bpc_mean(runs, "tokens_per_char") for _, runs in groups], 0.6, color="#dd8452")
+    right.bar_label(bars, fmt="%.3f", padding=2)
+    right.margins(y=0.12)
     right.set_xticks(list(xs), names)
     right.set_ylabel("tokens per character")
-    right.set_title("Tokens per character of each model's tokenizer")
+    right.set_title("Tokens per character (each model's tokenizer)")
     right.grid(axis="y", alpha=0.3)
     return fig
 
