@@ -257,7 +257,7 @@ class BatchedGenerator:
         tokenizer.padding_side = "left"
         self.ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
         self.order = sorted(range(len(texts)), key=lambda i: -len(self.ids[i]))  # an out-of-memory shows at once
-        max_len = -(-(len(self.ids[self.order[0]]) + max_new_tokens) // 64) * 64  # aligned for attention kernels
+        max_len = -(-(len(self.ids[self.order[0]]) + max_new_tokens) // 16) * 16  # aligned for attention kernels
         self.batches = plan_batches(len(texts), batch_size or auto_batch_size(model, len(texts), max_len))
         if compile_step is None:
             compile_step = model.device.type == "cuda"

@@ -51,21 +51,18 @@ def _timed(fn, device):
     return result, time.perf_counter() - start
 
 
-def _cut(row: list[int], stop_ids: list[int]) -> list[int]:
-    stops = set(stop_ids)
-    return row[:next((k for k, t in enumerate(row) if t in stops), len(row))]
-
-
 def plain_greedy(model, tokenizer, texts: list[str], max_new_tokens: int, stop_ids: list[int]) -> list[list[int]]:
     """transformers' own greedy `generate` on all prompts at once: each prompt's new tokens up to its stop."""
     import torch
+
+    from firefly_eval.generate import cut_at_stop
 
     tokenizer.padding_side = "left"
     enc = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(model.device)
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
                              pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
-    return [_cut(row, stop_ids) for row in out[:, enc["input_ids"].shape[1]:].tolist()]
+    return [cut_at_stop(row, stop_ids) for row in out[:, enc["input_ids"].shape[1]:].tolist()]
 
 
 def per_row_generators_before(model, tokenizer, texts: list[str], seeds: list[int], settings, stop_ids: list[int],
@@ -74,6 +71,8 @@ def per_row_generators_before(model, tokenizer, texts: list[str], seeds: list[in
     with temperature, top-p and a logits processor that draws each row with its own seeded generator."""
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    from firefly_eval.generate import cut_at_stop
 
     class PerRowSampler(LogitsProcessor):
         def __init__(self, batch_seeds):
@@ -100,7 +99,7 @@ def per_row_generators_before(model, tokenizer, texts: list[str], seeds: list[in
                                  logits_processor=processors, eos_token_id=stop_ids,
                                  pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
         for i, row in zip(batch, out[:, enc["input_ids"].shape[1]:].tolist()):
-            tokens[i] = _cut(row, stop_ids)
+            tokens[i] = cut_at_stop(row, stop_ids)
     return tokens
 
 
@@ -133,10 +132,10 @@ def run(args) -> dict:
     seeds = [item_seed(args.seed, it.id) for it in items]
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id, template)
     settings = SimpleNamespace(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
-    print(f"model {args.model_dir} on {device} ({model.dtype}), loaded in {load_s:.1f} s; {len(texts)} prompts "
-          f"of {min(map(len, (tokenizer.encode(t, add_special_tokens=False) for t in texts)))}-"
-          f"{max(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)} tokens, template "
-          f"{template.name}, {args.max_new_tokens} new tokens at most", flush=True)
+    lengths = [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+    print(f"model {args.model_dir} on {device} ({model.dtype}), loaded in {load_s:.1f} s; {len(texts)} prompts of "
+          f"{min(lengths)}-{max(lengths)} tokens, template {template.name}, {args.max_new_tokens} new tokens at most",
+          flush=True)
     rows: dict[str, dict] = {}
 
     def record(name, tokens, seconds):
@@ -178,11 +177,15 @@ def run(args) -> dict:
     print(f"\n{'path':<44} {'seconds':>8} {'items':>6} {'new tokens':>11} {'tokens/s':>9}")
     for name, r in rows.items():
         print(f"{name:<44} {r['seconds']:>8.1f} {r['items']:>6} {r['new_tokens']:>11} {r['tokens_per_s']:>9,.0f}")
-    print(f"ours warm-up (compile + graph capture): {warmup_s:.1f} s; decoding: {generator.decoder.path}")
+    with_warmup = rows["ours, sampled"]["new_tokens"] / (rows["ours, sampled"]["seconds"] + warmup_s)
+    print(f"ours warm-up (compile + graph capture): {warmup_s:.1f} s; decoding: {generator.decoder.path}; "
+          f"sampled including the warm-up (a firefly-eval generate run): {with_warmup:,.0f} tokens/s")
     print(f"greedy, ours == plain generate token for token: {checks['greedy_identical_items']}/{len(texts)} items "
           f"(mean common prefix {checks['greedy_mean_common_prefix']} tokens)")
     print(f"sampled, ours reproducible with rows reversed: {checks['sampled_reproducible_items']}/{len(texts)} items")
     return {"rows": rows, "checks": checks, "warmup_seconds": round(warmup_s, 2), "load_seconds": round(load_s, 2),
+            "sampled_with_warmup_tokens_per_s": round(with_warmup, 1), "prompt_tokens": [min(lengths), max(lengths)],
+            "cache_positions": generator.decoder.max_len,
             "decoding": generator.decoder.path, "batches": len(generator.batches), "batch_rows": generator.decoder.rows,
             "device": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu",
             "dtype": str(model.dtype), "template": template.name}
