@@ -3,7 +3,9 @@
 The task YAMLs in `firefly_eval/tasks/` mirror lm-eval's own definitions (prompts, preprocessing, metrics)
 but read the user's local copies of the original files. `render_tasks` writes them, with the data folder
 filled in and one YAML per MMLU subject found, into a folder that `lm_eval --include_path` can also use
-directly; `evaluate` runs `lm_eval.simple_evaluate` on an already loaded model.
+directly; `evaluate` runs `lm_eval.simple_evaluate` on an already loaded model, through `FireflyLM`
+(`firefly_eval/lm_eval_model.py`: the same log-likelihoods as lm-eval's `HFLM`, several times faster) or, with
+`--engine hf`, through stock `HFLM`.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ TASKS = {
     "mmlu": ("ff_mmlu", "acc", 5),
     "truthfulqa_mc2": ("ff_truthfulqa_mc2", "acc", 0),
 }
+ENGINES = ("firefly", "hf")
 
 
 def add_arguments(p):
@@ -39,7 +42,11 @@ def add_arguments(p):
                    help=f"any of {', '.join(TASKS)} (default: all four)")
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate only the first N questions of each task (of each MMLU subject)")
-    p.add_argument("--batch-size", default=None, help="lm-eval batch size or 'auto' (default: auto on a GPU, 8 on the CPU)")
+    p.add_argument("--batch-size", default=None,
+                   help="rows per forward pass or 'auto' (default: auto on a GPU, 8 on the CPU); a row is one "
+                        "request for --engine hf, one question with all its choices for --engine firefly")
+    p.add_argument("--engine", choices=ENGINES, default="firefly",
+                   help="firefly: grouped, prefix-cached scoring (default); hf: lm-eval's stock HFLM, for comparison")
     p.add_argument("-o", "--output", default=None, help="result JSON (default: results/leaderboard.json)")
 
 
@@ -72,6 +79,9 @@ def check_data(data_dir: Path, tasks: list[str]) -> list[Path]:
         else:
             utils.load_truthfulqa(str(data_dir))
             files.append(utils.truthfulqa_file(data_dir))
+            if files[-1] != data_dir / utils.TRUTHFULQA_V0:
+                print(f"note: TruthfulQA: {data_dir / 'truthfulqa' / 'v0'} not found, using the revised question "
+                      f"set {files[-1]} (not comparable with lm-eval's truthful_qa, which is v0)", file=sys.stderr)
     return files
 
 
@@ -106,20 +116,36 @@ def render_tasks(data_dir: str | Path, dest: str | Path) -> Path:
     return dest
 
 
+def make_lm(engine: str, model, tokenizer, batch_size):
+    """The lm-eval model object for `engine` ('firefly' or 'hf') around an already loaded model."""
+    if engine == "hf":
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    from firefly_eval.lm_eval_model import FireflyLM
+
+    return FireflyLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+
+
 def evaluate(model, tokenizer, task_dir: Path, tasks: list[str], limit: int | None, batch_size,
-             cache: Path | None = None) -> dict:
+             cache: Path | None = None, engine: str = "firefly", log_samples: bool = False) -> dict:
     """Run lm-eval on a loaded model; return simple_evaluate's result dict. With `cache`, every scored request
-    is committed to lm-eval's SQLite cache there as it completes, and a rerun scores only what is missing."""
+    is committed to lm-eval's SQLite cache there as it completes, and a rerun scores only what is missing.
+    The firefly engine also compiles lm-eval's prompt templates once each while the contexts are built."""
+    import contextlib
+
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    from firefly_eval.lm_eval_model import cached_templates
+
+    lm = make_lm(engine, model, tokenizer, batch_size)
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-    return simple_evaluate(model=lm, tasks=[TASKS[t][0] for t in tasks], task_manager=manager, limit=limit,
-                           log_samples=False, use_cache=None if cache is None else str(cache))
+    with cached_templates() if engine == "firefly" else contextlib.nullcontext():
+        return simple_evaluate(model=lm, tasks=[TASKS[t][0] for t in tasks], task_manager=manager, limit=limit,
+                               log_samples=log_samples, use_cache=None if cache is None else str(cache))
 
 
 def task_scores(out: dict, tasks: list[str]) -> dict:
@@ -143,6 +169,7 @@ def run(args) -> int:
     import torch
 
     from firefly_eval import checkpoints
+    from firefly_eval.tasks import utils
 
     t0 = time.time()
     tasks = check_tasks(args.tasks)
@@ -159,18 +186,24 @@ def run(args) -> int:
     gpu = torch.cuda.is_available()
     batch_size = args.batch_size or ("auto" if gpu else 8)
     cache = results.resume_dir(output, "lm-eval-cache", {"model": checkpoints.fingerprint(args.ckpt),
-                                                          "versions": results.versions()}) / "requests"
+                                                          "engine": args.engine, "versions": results.versions()})
+    cache = cache / "requests"
     model, tok, _ = checkpoints.load(args.ckpt)
-    out = evaluate(model, tok, task_dir, tasks, args.limit, batch_size, cache)
+    out = evaluate(model, tok, task_dir, tasks, args.limit, batch_size, cache, args.engine)
     scores = task_scores(out, tasks)
+    if "truthfulqa_mc2" in scores:
+        scores["truthfulqa_mc2"]["file"] = str(utils.truthfulqa_file(data_dir).relative_to(data_dir))
     result = {
         "format": 1, "kind": "leaderboard", "model": model_block, "tasks": scores,
         "average": sum(s["value"] for s in scores.values()) / len(scores),
-        "limit": args.limit, "data_dir": str(data_dir), "data_hash": data_hash(data_dir, files),
+        "limit": args.limit, "engine": args.engine, "data_dir": str(data_dir),
+        "data_hash": data_hash(data_dir, files),
         "versions": results.versions(), "wall_time_s": round(time.time() - t0, 2),
     }
     results.save(output, result)
     rows = [(f"{t} ({s['shots']}-shot {s['metric']})", s["value"]) for t, s in scores.items()]
     print(results.format_table("Open LLM Leaderboard v1", rows, ("average", result["average"])))
+    if "truthfulqa_mc2" in scores:
+        print(f"TruthfulQA questions: {data_dir / scores['truthfulqa_mc2']['file']}")
     print(f"wrote {output} (task files: {task_dir}; {result['wall_time_s']:.0f} s)")
     return 0

@@ -21,7 +21,7 @@ LAYOUT = {
     "mmlu": "mmlu/{dev,test}/<subject>_{dev,test}.csv (hendrycks MMLU, no header: question,A,B,C,D,answer)",
     "arc_challenge": "arc_challenge/ARC-Challenge-{Train,Test}.jsonl",
     "hellaswag": "hellaswag/hellaswag_val.jsonl (rowanz format) or hellaswag/hellaswag_val.derived.jsonl",
-    "truthfulqa_mc2": "truthfulqa/v0/mc_task.json or truthfulqa/mc_task.json",
+    "truthfulqa_mc2": "truthfulqa/v0/mc_task.json (or, only without v0/, the revised truthfulqa/mc_task.json)",
 }
 
 
@@ -117,10 +117,21 @@ def load_hellaswag(data_dir: str, **_) -> datasets.DatasetDict:
     return datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in splits.items()})
 
 
+TRUTHFULQA_V0 = "truthfulqa/v0/mc_task.json"
+TRUTHFULQA_REVISED = "truthfulqa/mc_task.json"
+
+
 def truthfulqa_file(data_dir: str | Path) -> Path:
-    root = Path(data_dir) / "truthfulqa"
-    return _need(next((p for p in (root / "v0" / "mc_task.json", root / "mc_task.json") if p.is_file()),
-                      root / "mc_task.json"), "truthfulqa_mc2")
+    """The question file: `v0/mc_task.json`, the original set that lm-eval's `truthful_qa` dataset (and the
+    Open LLM Leaderboard) uses. The top-level `mc_task.json` is the TruthfulQA repository's later revision (its
+    questions are reordered, one is reworded and about a quarter have changed answer lists), so scores on it are
+    not comparable: it is read only when `v0/` is absent, and `leaderboard` then prints a note and names the file
+    in its result JSON."""
+    root = Path(data_dir)
+    v0, revised = root / TRUTHFULQA_V0, root / TRUTHFULQA_REVISED
+    if (root / "truthfulqa" / "v0").is_dir() or not revised.is_file():
+        return _need(v0, "truthfulqa_mc2")
+    return revised
 
 
 def load_truthfulqa(data_dir: str, **_) -> datasets.DatasetDict:

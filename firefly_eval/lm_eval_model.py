@@ -1,0 +1,233 @@
+"""`FireflyLM`: lm-eval's `HFLM` giving the same log-likelihoods for multiple-choice tasks with far less work.
+
+Stock `HFLM._loglikelihood_tokens` runs one forward pass per (context, continuation) request over the whole
+context + continuation and takes a log-softmax over every position of the padded batch. For a multiple-choice
+question every choice repeats the same context (ARC 25-shot: ~1,300 tokens, 4-5 choices), and within an MMLU
+subject (5-shot, `first_n` sampler) or TruthfulQA (fixed 6-QA prompt) every question repeats the same few-shot
+prefix. `FireflyLM` keeps HFLM's tokenization, request splitting, truncation rule, softmax dtype and result
+format (it subclasses it) and changes only how the scores are computed:
+
+1. requests with the same context tokens form one *question*: its row holds the context once, then every
+   continuation (minus its last token) side by side; a 4-D attention mask lets each continuation see the
+   context and itself only, and position ids restart after the context, so each continuation is computed
+   exactly as if it followed the context alone;
+2. questions whose contexts share a long token prefix (an MMLU subject's few-shot block) run that prefix once
+   and attend to its cached keys/values;
+3. only the positions that are scored go through the output layer and the log-softmax;
+4. rows are sorted by length and batched under a token budget, so padding stays small.
+
+Requests longer than the model's window (which HFLM truncates from the left per request) are left to HFLM's
+own code. `cached_templates()` additionally memoizes lm-eval's per-call Jinja compilation while contexts are
+built (the same few templates are compiled for every few-shot example of every question).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass, field
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+from lm_eval.models.huggingface import HFLM
+from tqdm import tqdm
+
+from firefly_train.errors import FireflyError
+
+MIN_SHARED_PREFIX = 64  # tokens; a shorter common prefix is not worth its own forward pass
+MAX_BATCH_TOKENS = 32768  # rows x padded length (cached prefix included) per forward pass
+
+
+@dataclass
+class _Question:
+    """One distinct context and the requests (by index) that continue it."""
+    context: tuple[int, ...]
+    requests: list[int] = field(default_factory=list)
+    prefix_len: int = 0  # tokens of `context` taken from a shared, cached prefix
+
+
+@contextlib.contextmanager
+def cached_templates():
+    """Within the block, lm-eval compiles each distinct Jinja template once instead of once per call."""
+    from lm_eval import utils
+
+    compile_once = functools.lru_cache(maxsize=None)(utils.env.from_string)
+
+    def apply_template(template: str, doc: dict) -> str:
+        return compile_once(template).render(**doc)
+
+    with mock.patch.object(utils, "apply_template", apply_template):
+        yield
+
+
+def _common_prefix_len(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
+    n = 0
+    for x, y in zip(a[:limit], b[:limit]):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def group_shared_prefixes(questions: list[_Question]) -> list[list[_Question]]:
+    """Contexts sorted by tokens; runs of two or more that share at least MIN_SHARED_PREFIX tokens (always
+    leaving each context's last token, whose logits are scored) get `prefix_len` set. Returns the groups with a
+    shared prefix, then one group of all the others (prefix_len 0)."""
+    runs: list[tuple[int, list[_Question]]] = []  # (tokens shared by all members, members)
+    for q in sorted(questions, key=lambda q: q.context):
+        if runs:
+            shared, members = runs[-1]
+            n = _common_prefix_len(members[0].context, q.context, min(shared, len(q.context) - 1))
+            if n >= MIN_SHARED_PREFIX:
+                runs[-1] = (n, members)
+                members.append(q)
+                continue
+        runs.append((len(q.context) - 1, [q]))
+    groups, lone = [], []
+    for shared, members in runs:
+        if len(members) == 1:
+            lone += members
+            continue
+        for q in members:
+            q.prefix_len = shared
+        groups.append(members)
+    return groups + ([lone] if lone else [])
+
+
+class FireflyLM(HFLM):
+    """HFLM with grouped, prefix-cached multiple-choice scoring (see the module docstring).
+
+    `batch_size` counts questions (rows) per forward pass ('auto': as many as `max_batch_tokens` allows)."""
+
+    def __init__(self, *args, max_batch_tokens: int = MAX_BATCH_TOKENS, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.backend != "causal":
+            raise FireflyError("FireflyLM scores causal language models only")
+        if getattr(self.model.config, "final_logit_softcapping", None):
+            raise FireflyError("FireflyLM applies the output layer itself: logit soft-capping is not supported")
+        self.max_batch_tokens = max_batch_tokens
+        self._encode_cached = functools.lru_cache(maxsize=4096)(self._encode_uncached)
+
+    # --- tokenization: a question's context is encoded once for all its choices --------------------------
+    def _encode_uncached(self, string: str, add_special_tokens, left_truncate_len) -> tuple[int, ...]:
+        return tuple(super().tok_encode(string, add_special_tokens=add_special_tokens,
+                                        left_truncate_len=left_truncate_len))
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None,
+                   **kwargs) -> list[int]:
+        if kwargs:
+            return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
+        return list(self._encode_cached(string, add_special_tokens, left_truncate_len))
+
+    # --- scoring --------------------------------------------------------------------------------------------
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        too_long = [i for i, (_, ctx, cont) in enumerate(requests) if len(ctx) + len(cont) > self.max_length + 1]
+        if too_long:  # HFLM truncates these from the left, differently for each continuation: its own code
+            for i, res in zip(too_long, super()._loglikelihood_tokens([requests[i] for i in too_long],
+                                                                       disable_tqdm, override_bs)):
+                results[i] = res
+        skip = set(too_long)
+        questions: dict[tuple[int, ...], _Question] = {}
+        for i, (_, ctx, cont) in enumerate(requests):
+            assert len(ctx) > 0 and len(cont) > 0
+            if i not in skip:
+                questions.setdefault(tuple(ctx), _Question(tuple(ctx))).requests.append(i)
+        rows = override_bs or (None if self.batch_size == "auto" else int(self.batch_size))
+        pbar = tqdm(total=len(requests) - len(skip), disable=disable_tqdm or self.rank != 0,
+                    desc="Running loglikelihood requests (grouped)")
+        for group in group_shared_prefixes(list(questions.values())):
+            prefix = group[0].context[:group[0].prefix_len]
+            cache = self._prefix_cache(prefix) if prefix else None
+            for batch in self._batches(group, requests, len(prefix), rows):
+                for i, res in self._score(batch, requests, cache):
+                    results[i] = res
+                    if requests[i][0] is not None:
+                        self.cache_hook.add_partial("loglikelihood", requests[i][0], res)
+                    pbar.update(1)
+        pbar.close()
+        return results
+
+    def _row_length(self, q: _Question, requests) -> int:
+        return len(q.context) - q.prefix_len + sum(len(requests[i][2]) - 1 for i in q.requests)
+
+    def _batches(self, group: list[_Question], requests, prefix_len: int, max_rows: int | None):
+        """Longest rows first; each batch under `max_batch_tokens` (padded, prefix included) and `max_rows`."""
+        ordered = sorted(group, key=lambda q: -self._row_length(q, requests))
+        batch: list[_Question] = []
+        for q in ordered:
+            width = prefix_len + self._row_length(batch[0] if batch else q, requests)
+            if batch and ((len(batch) + 1) * width > self.max_batch_tokens or len(batch) == max_rows):
+                yield batch
+                batch = []
+            batch.append(q)
+        if batch:
+            yield batch
+
+    def _forward_context(self):
+        return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                              enabled=self.mixed_precision_dtype is not None)
+
+    @torch.no_grad()
+    def _prefix_cache(self, prefix: tuple[int, ...]):
+        with self._forward_context():
+            out = self.model.get_decoder()(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
+        return [(layer.keys, layer.values) for layer in out.cache.layers]
+
+    @torch.no_grad()
+    def _score(self, batch: list[_Question], requests, prefix_kv):
+        """One forward pass over the batch's rows; yields (request index, (log-likelihood, is_greedy))."""
+        from transformers import DynamicCache
+
+        plen = batch[0].prefix_len
+        width = max(self._row_length(q, requests) for q in batch)
+        tokens = torch.zeros(len(batch), width, dtype=torch.long)
+        segment = torch.full((len(batch), width), -1, dtype=torch.long)  # 0: context, k: k-th continuation
+        position = torch.zeros(len(batch), width, dtype=torch.long)
+        scored_row, scored_col, targets, spans = [], [], [], []
+        for r, q in enumerate(batch):
+            ctx = q.context[plen:]
+            n = len(ctx)
+            tokens[r, :n] = torch.tensor(ctx)
+            segment[r, :n] = 0
+            position[r, :n] = torch.arange(plen, plen + n)
+            col = n
+            for k, i in enumerate(q.requests, 1):
+                cont = requests[i][2]
+                m = len(cont) - 1
+                tokens[r, col:col + m] = torch.tensor(cont[:-1], dtype=torch.long)
+                segment[r, col:col + m] = k
+                position[r, col:col + m] = torch.arange(plen + n, plen + n + m)
+                start = len(targets)
+                scored_row += [r] * (m + 1)
+                scored_col += [n - 1, *range(col, col + m)]
+                targets += cont
+                spans.append((i, start, len(targets)))
+                col += m
+        mask = self._attention_mask(segment, position, plen)
+        cache = None
+        if prefix_kv is not None:
+            cache = DynamicCache(ddp_cache_data=[(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
+                                                 for k, v in prefix_kv])
+        with self._forward_context():
+            hidden = self.model.get_decoder()(input_ids=tokens.to(self.device), attention_mask=mask,
+                                              position_ids=position.to(self.device), cache=cache,
+                                              use_cache=cache is not None).last_hidden_state
+            picked = hidden[torch.tensor(scored_row, device=self.device), torch.tensor(scored_col, device=self.device)]
+            logits = self.model.get_output_embeddings()(picked)
+        logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+        target = torch.tensor(targets, device=self.device)
+        token_lp = logprobs.gather(1, target[:, None]).squeeze(1).cpu()
+        greedy = (logprobs.argmax(dim=-1) == target).cpu()
+        for i, start, end in spans:
+            yield i, (float(token_lp[start:end].sum()), bool(greedy[start:end].all()))
+
+    def _attention_mask(self, segment: torch.Tensor, position: torch.Tensor, prefix_len: int) -> torch.Tensor:
+        """[rows, 1, width, prefix + width] additive mask: a token sees the prefix, the context up to itself and
+        its own continuation up to itself. Padding (segment -1) sees only padding, so no row is empty."""
+        same = (segment[:, None, :] == 0) | (segment[:, None, :] == segment[:, :, None])
+        allowed = same & (position[:, None, :] <= position[:, :, None])
+        allowed = torch.cat([torch.ones(*allowed.shape[:2], prefix_len, dtype=torch.bool), allowed], dim=2)
+        dtype = self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        return mask[:, None].to(self.device)
