@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import gradio as gr
 
+from firefly_eval.votes import Vote
 from firefly_train.errors import FireflyError
 from human_eval_app.render import answer_markdown, safe_markdown
-from human_eval_app.session import Annotator, Judging, Task, Vote
+from human_eval_app.session import Annotator, Judging, Task
 
 VERDICTS = ["correct", "wrong"]
 # What the browser remembers after signing out (gr.BrowserState does not store empty values).

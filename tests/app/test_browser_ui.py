@@ -1,7 +1,7 @@
 """What an annotator sees, in headless chromium, on a set in the seed's own xlsx form (columns kind and
 instruction only): answers as the models wrote them, panes and buttons, inline messages, going back,
-skipped items, the end page, blind judging for admins, the results page. Screenshots are written to the
-test's folder (look at them: tests/app/README in docs/judge.md says how)."""
+skipped items, the end page, blind judging for admins, the results page. Screenshots are written to each
+test's temporary folder (`pytest --basetemp=DIR` keeps them in DIR): look at them."""
 import re
 
 import pandas as pd

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from firefly_eval.eval_set import SEED_KINDS, load_set
-from firefly_eval.votes import VoteStore, read_votes
+from firefly_eval.votes import read_votes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
