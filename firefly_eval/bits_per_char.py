@@ -17,7 +17,10 @@ What is scored, exactly:
   `--stride`: the first window scores all its tokens, every later one only its last `stride` tokens, so
   each token after the first window is predicted from at least `block_size - stride` tokens of context.
   Documents that fit in one window (all of `samples/heldout_zh.txt`) are scored exactly, with their whole
-  context; `--stride` equal to `--block-size` gives non-overlapping blocks.
+  context.
+* `--tokenizer` scores the model with a grown tokenizer, its new embedding rows initialised as training
+  initialises them (`firefly_train.vocab.embeddings.resize_and_init`): the expanded model before its first
+  training step, the starting point that continued pretraining improves on.
 * Windows of all documents are batched (`--batch-size`, longest first); the log-probabilities are taken
   from float32 logits and summed in float64.
 """
@@ -44,6 +47,13 @@ def add_arguments(parser) -> None:
                              "context length when shorter)")
     parser.add_argument("--stride", type=int, metavar="N",
                         help="tokens a window advances in a long document (default: half the block size)")
+    parser.add_argument("--tokenizer", metavar="DIR",
+                        help="score with this grown tokenizer (a `firefly-train vocab merge` of the model's own): the "
+                             "model's embeddings are grown as `firefly-train pretrain` grows them before its first "
+                             "step, so this measures the expanded model before any training")
+    parser.add_argument("--embedding-init", choices=("pieces", "mean", "random"), default="pieces",
+                        help="with --tokenizer: how the new rows are initialised (the training config's "
+                             "embedding_init; default pieces)")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--max-chars", type=int, metavar="N",
                         help="score only the first documents of the file, up to about N characters")
@@ -169,6 +179,14 @@ def run(args) -> int:
         raise FireflyError(f"--stride must be between 1 and --block-size - 1 ({block - 1}), got {stride}")
     device = args.device or default_device()
     model, tokenizer, _ = checkpoints.load(args.ckpt, device=device)
+    if args.tokenizer:
+        from firefly_train.models import load_tokenizer
+        from firefly_train.vocab.embeddings import resize_and_init
+
+        grown = load_tokenizer(args.tokenizer)
+        added = resize_and_init(model, tokenizer, grown, args.embedding_init)
+        tokenizer = grown
+        model_block.update(tokenizer=str(args.tokenizer), embedding_init=args.embedding_init, added_tokens=added)
     measured = bits_per_char(model, tokenizer, docs, block, stride, args.batch_size)
     result = {"format": 1, "kind": "bits_per_char", "model": model_block,
               "text": {"path": str(args.text), "sha256": file_sha256(args.text), "max_chars": args.max_chars},

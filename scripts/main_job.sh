@@ -5,8 +5,9 @@
 #               before and after the merge, on the training text and on the held-out text
 #   2 pretrain: QLoRA continued pretraining with the expanded tokenizer (embeddings trained), once per seed
 #   3 sft     : multi-turn QLoRA SFT continuing from 2, once per seed
-#   4 bpc     : bits per character on samples/heldout_zh.txt (never trained on) of the base, pretrained and
-#               SFT models: the report's headline; the seeds' spread is its run-to-run noise
+#   4 bpc     : bits per character on samples/heldout_zh.txt (never trained on) of the base model, of the
+#               base with the expanded vocabulary before training, and of each seed's pretrained and SFT
+#               model: the report's headline; the seeds' spread is its run-to-run noise
 #   5 cmmlu   : CMMLU smoke run (--limit) for the base and the tuned model
 #   6 leaderb.: Open LLM Leaderboard smoke run (--limit) for the base and the tuned model
 #   7 generate: answers on eval_sets/zh130.jsonl from the base and the tuned model, for the judges
@@ -163,16 +164,20 @@ for seed in "${SEED_LIST[@]}"; do
     $FT sft --config configs/main_job/sft.yaml --model "$pt" --max_steps "$SFT_STEPS" --seed "$seed" -o "$sft"
 done
 
-# 4. bits per character on the held-out text: base, then each seed's pretrained and SFT model
+# 4. bits per character on the held-out text: the base; the base with the expanded vocabulary before any
+# training (its new embedding rows initialised as pretraining initialises them); each seed's pretrained and
+# SFT model
 BPC=()
-bpc() {  # bpc STAGE_NAME LABEL CKPT FILE (results that share a LABEL are one model's seeds)
-  stage 4 "$1" "$4" is_file "$4" -- $FE bits-per-char --ckpt "$3" --text "$HELDOUT" -o "$4"
-  BPC+=(--bpc "$2=$4")
+bpc() {  # bpc STAGE_NAME LABEL FILE ARGS... (results that share a LABEL are one model's seeds)
+  local name=$1 label=$2 file=$3; shift 3
+  stage 4 "$name" "$file" is_file "$file" -- $FE bits-per-char "$@" --text "$HELDOUT" -o "$file"
+  BPC+=(--bpc "$label=$file")
 }
-bpc "bpc base" base "$BASE" "$R/bpc_base.json"
+bpc "bpc base" base "$R/bpc_base.json" --ckpt "$BASE"
+bpc "bpc expanded (untrained)" expanded "$R/bpc_expanded.json" --ckpt "$BASE" --tokenizer "$V/smollm2-135m-zh"
 for seed in "${SEED_LIST[@]}"; do
-  bpc "bpc pretrained (seed $seed)" pretrained "$(run_dir "$seed" pretrain)" "$R/bpc_pretrained_seed$seed.json"
-  bpc "bpc sft (seed $seed)" sft "$(run_dir "$seed" sft)" "$R/bpc_sft_seed$seed.json"
+  bpc "bpc pretrained (seed $seed)" pretrained "$R/bpc_pretrained_seed$seed.json" --ckpt "$(run_dir "$seed" pretrain)"
+  bpc "bpc sft (seed $seed)" sft "$R/bpc_sft_seed$seed.json" --ckpt "$(run_dir "$seed" sft)"
 done
 
 # 5-7. smoke-run benchmarks and answers for the judges: the base model and the tuned one (first seed)

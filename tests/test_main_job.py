@@ -40,20 +40,21 @@ def test_main_job_runs_every_stage_then_resumes(tmp_path):
              for run in ("pretrain", "seed-43/pretrain")}
     assert seeds == {42, 43}
     for name in ("vocab_stats.json", "cmmlu_base.json", "cmmlu_tuned.json", "leaderboard_base.json",
-                 "leaderboard_tuned.json", "bpc_base.json", *(f"bpc_{m}_seed{s}.json" for m in ("pretrained", "sft")
+                 "leaderboard_tuned.json", "bpc_base.json", "bpc_expanded.json", *(f"bpc_{m}_seed{s}.json" for m in ("pretrained", "sft")
                                                               for s in SEEDS)):
         assert json.loads((results / name).read_text())["format"] == 1
     bpc = {p.name: json.loads(p.read_text()) for p in results.glob("bpc_*.json")}
     assert {r["text"]["path"] for r in bpc.values()} == {"samples/heldout_zh.txt"}
-    assert len({r["bits_per_char"] for r in bpc.values()}) == 5  # five models, five measurements
-    assert bpc["bpc_base.json"]["tokens_per_char"] > bpc["bpc_sft_seed42.json"]["tokens_per_char"]  # the merge
+    assert len({r["bits_per_char"] for r in bpc.values()}) == 6  # six models, six measurements
+    assert bpc["bpc_base.json"]["tokens_per_char"] > bpc["bpc_expanded.json"]["tokens_per_char"]  # the merge
+    assert bpc["bpc_expanded.json"]["tokens_per_char"] == bpc["bpc_sft_seed42.json"]["tokens_per_char"]
     n_items = sum(1 for line in (REPO / "eval_sets" / "zh130.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
     for who in ("base", "tuned"):
         assert len((results / f"answers_{who}.jsonl").read_text(encoding="utf-8").splitlines()) == n_items + 1
 
     # the console: a line per stage with its time and result; engine output only in the logs
     stage_lines = [line for line in first.stdout.splitlines() if line.startswith("[main ")]
-    assert len(stage_lines) == 3 + 2 * 2 + 5 + 6 + 1
+    assert len(stage_lines) == 3 + 2 * 2 + 6 + 6 + 1
     assert all("s: " in line for line in stage_lines)
     assert "INFO" not in first.stdout and "Loading weights" not in first.stdout and not first.stderr.strip()
     logs = sorted(p.name for p in (out / "logs").iterdir())
@@ -75,4 +76,4 @@ def test_main_job_runs_every_stage_then_resumes(tmp_path):
     assert second.returncode == 0, second.stderr[-4000:]
     ran = [line for line in second.stdout.splitlines() if line.startswith("[main") and "skipped" not in line]
     assert len(ran) == 1 and ran[0].startswith("[main 8/8] report")  # all else skipped
-    assert second.stdout.count(" skipped (complete): ") == 3 + 2 * 2 + 5 + 6
+    assert second.stdout.count(" skipped (complete): ") == 3 + 2 * 2 + 6 + 6

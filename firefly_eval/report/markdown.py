@@ -92,21 +92,28 @@ def _bpc_headlines(inp: Inputs) -> list[str]:
         values.append(f"`{label}` **{bpc_mean(runs):.3f}**{seeds}")
     heads = [f"Bits per character on `{text}` ({data['chars']} characters, {seen}; lower is better): "
              + ", ".join(values)]
-    base_label, base_runs = groups[0]
-    base = bpc_mean(base_runs)
-    for label, runs in groups[1:]:
-        change = bpc_mean(runs) - base
-        spread = bpc_spread(runs)
-        line = f"`{base_label}` -> `{label}`: **{change:+.3f}** bits/char ({100 * change / base:+.1f}%)"
-        if spread is None:
-            line += "; one run, so its run-to-run noise is not measured (give one result per seed)"
-        else:
-            verdict = "exceeds" if abs(change) > spread else "does **not** exceed"
-            times = f", {abs(change) / spread:.0f}x" if spread > 0 and abs(change) > spread else ""
-            line += (f", which {verdict} the run-to-run noise (spread over {len(runs)} seeds: "
-                     f"{spread:.3f} bits/char{times})")
-        heads.append(line)
+    steps = list(zip(groups, groups[1:]))
+    if len(groups) > 2:
+        steps.append((groups[0], groups[-1]))
+    for (a_label, a_runs), (b_label, b_runs) in steps:
+        heads.append(_bpc_change(a_label, a_runs, b_label, b_runs))
     return heads
+
+
+def _bpc_change(a_label: str, a_runs, b_label: str, b_runs) -> str:
+    """One headline line: the change in bits per character from model a to model b, against the run-to-run
+    noise: the larger spread over seeds of the two (a model given once has no measured spread)."""
+    a = bpc_mean(a_runs)
+    change = bpc_mean(b_runs) - a
+    line = f"`{a_label}` -> `{b_label}`: **{change:+.3f}** bits/char ({100 * change / a:+.1f}%)"
+    noise = max(((bpc_spread(runs), len(runs)) for runs in (a_runs, b_runs) if len(runs) > 1), default=None)
+    if noise is None:
+        return line + "; one run each, so no run-to-run noise is measured for this change"
+    spread, n = noise
+    verdict = "exceeds" if abs(change) > spread else "does **not** exceed"
+    ratio = abs(change) / spread if spread > 0 else 0.0
+    times = f", {ratio:.1f}x" if 1 < ratio < 10 else f", {ratio:.0f}x" if ratio >= 10 else ""
+    return line + f", which {verdict} the run-to-run noise (spread over {n} seeds: {spread:.3f} bits/char{times})"
 
 
 def summary(inp: Inputs) -> list[str]:

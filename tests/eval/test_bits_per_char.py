@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +103,33 @@ def test_cli_writes_the_result(tiny_llama, tmp_path, capsys):
                  "-o", str(out)]) == 0
     r = json.loads(out.read_text(encoding="utf-8"))
     assert r["documents"] == 1 and r["chars"] == len(DOCS[0]) and r["text"]["max_chars"] == 5
+
+
+def test_grown_tokenizer_scores_the_expanded_model_before_training(tiny_llama, tmp_path):
+    """--tokenizer: the base model with its embeddings grown as training grows them (pieces init), scored with
+    the grown tokenizer: the same as resizing by hand, with fewer tokens per character."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from firefly_train.vocab.embeddings import resize_and_init
+    from firefly_train.vocab.merge_bpe import merge
+    from firefly_train.vocab.train_sp import train
+
+    train([Path(__file__).resolve().parents[2] / "samples" / "vocab_zh.txt"], 600, tmp_path / "zh")
+    merge(tiny_llama, tmp_path / "zh" / "chinese_sp.model", tmp_path / "tok")
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(DOCS), encoding="utf-8")
+    for name, extra in (("plain", []), ("grown", ["--tokenizer", str(tmp_path / "tok")])):
+        assert main(["bits-per-char", "--ckpt", str(tiny_llama), "--text", str(text), "-o", str(tmp_path / f"{name}.json"),
+                     *extra]) == 0
+    plain, grown = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "grown"))
+    new_tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert grown["model"]["added_tokens"] == len(new_tok) - 49152 > 0 and grown["model"]["embedding_init"] == "pieces"
+    assert grown["tokens_per_char"] < plain["tokens_per_char"]
+    model = LlamaForCausalLM.from_pretrained(tiny_llama)
+    resize_and_init(model, AutoTokenizer.from_pretrained(tiny_llama), new_tok)
+    model.eval()
+    expected = bits_per_char(model, new_tok, DOCS, block_size=1024, stride=512, batch_size=1, progress=False)
+    assert grown["nll_bits"] == pytest.approx(expected["nll_bits"], rel=1e-5)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -239,9 +239,11 @@ def test_bits_per_char_is_the_headline_with_its_seed_noise(report):
     assert [(r["model"], float(r["bits / char"])) for r in runs] == [
         (label, pytest.approx(r["bits_per_char"], abs=5e-5)) for label, r in results]
     head = md.split("## Held-out text")[0]
-    # base 7.506; pretrained 6.927 (spread 0.052): -0.578, 11x the spread; sft 7.024 (spread 0.073): -0.482, 7x
+    # base 7.506; pretrained 6.927 (spread 0.052): -0.578, 11x the spread; sft 7.024 (spread 0.073): +0.096 from
+    # pretrained (against the larger spread of the two), -0.482 from base, 6.6x
     assert "`base` -> `pretrained`: **-0.578** bits/char (-7.7%), which exceeds the run-to-run noise (spread over 2 seeds: 0.052 bits/char, 11x)" in head
-    assert "`base` -> `sft`: **-0.482** bits/char (-6.4%), which exceeds the run-to-run noise (spread over 2 seeds: 0.073 bits/char, 7x)" in head
+    assert "`pretrained` -> `sft`: **+0.096** bits/char (+1.4%), which exceeds the run-to-run noise (spread over 2 seeds: 0.073 bits/char, 1.3x)" in head
+    assert "`base` -> `sft`: **-0.482** bits/char (-6.4%), which exceeds the run-to-run noise (spread over 2 seeds: 0.073 bits/char, 6.6x)" in head
     assert "(seeds: 6.901, 6.953)" in head and "1651 characters, in none of the training files given" in head
     # smoke-run benchmark numbers are in their sections, never in the headline
     assert "CMMLU average" not in head and "Leaderboard average" not in head
@@ -428,7 +430,7 @@ def test_bpc_of_one_run_has_no_noise_and_a_trained_on_text_is_flagged(tmp_path):
                  "--bpc", f"sft={FIX / 'bpc_sft_seed42.json'}", "-o", str(out)]) == 0
     md = out.read_text(encoding="utf-8")
     assert "**trained on by pretrain: not held out**" in md
-    assert "`base` -> `sft`: **-0.519** bits/char (-6.9%); one run, so its run-to-run noise is not measured" in md
+    assert "`base` -> `sft`: **-0.519** bits/char (-6.9%); one run each, so no run-to-run noise is measured" in md
 
 
 def test_bpc_on_different_texts_is_refused(tmp_path, capsys):
