@@ -4,7 +4,9 @@
 Who is signed in lives in a `gr.State` (kept on the server); the browser gets the prompt, the answers as
 A and B and an opaque handle, never a model name, whoever signs in (an admin judges blind too). The token is
 remembered in the browser's localStorage (`gr.BrowserState`, encrypted with a key kept in the votes
-database, so a restarted server still reads it): a reload signs in again and resumes. The results (model
+database, so a restarted server still reads it): a reload signs in again and resumes. (Gradio encrypts in
+the browser with a key sent in the page's config: what keeps the token to this site is the browser's
+same-origin storage, so a key that outlives a restart protects it no less than a new one each launch.) The results (model
 names, live counts) are on a separate page, `/results`, that asks for an admin token of its own.
 Handlers return `{component: update}` dicts: only what changes is sent.
 """
@@ -89,15 +91,15 @@ def build_app(judging: Judging) -> gr.Blocks:
                 task_md = gr.Markdown(elem_id="task")
                 prompt_md = gr.Markdown(elem_id="prompt", sanitize_html=True, line_breaks=True)
                 reference_md = gr.Markdown(visible=False, elem_id="reference", sanitize_html=True, line_breaks=True)
-                with gr.Row(equal_height=True):
+                with gr.Row(equal_height=False):  # the panes have one fixed height: top-aligned, same size
                     panes = {}
                     for side in ("a", "b"):
                         with gr.Column():
                             gr.Markdown(f"### {side.upper()}")
-                            panes[f"flag_{side}"] = gr.Markdown(elem_id=f"flag-{side}")
                             panes[f"answer_{side}"] = gr.Markdown(
                                 elem_id=f"answer-{side}", elem_classes="answer-pane", sanitize_html=True,
                                 line_breaks=True, height=ANSWER_HEIGHT)
+                            panes[f"flag_{side}"] = gr.Markdown(elem_id=f"flag-{side}")
                             panes[f"correct_{side}"] = gr.Radio(VERDICTS, label=f"{side.upper()} correct?",
                                                                 visible=False, elem_id=f"{side}-correct")
                             panes[f"lang_{side}"] = gr.Checkbox(
@@ -224,8 +226,8 @@ def build_app(judging: Judging) -> gr.Blocks:
                 return {notice: "No vote to change yet."}
             task, vote = last
             label = BUTTON_LABELS[{"left": "A", "right": "B", "tie": "tie"}[vote.choice]]
-            return task_screen(annotator, task, f"Changing your last vote (**{label}**): vote again to replace "
-                                                "it, or Skip to keep it.", vote)
+            return task_screen(annotator, task, f"Changing your last vote ({label}): vote again to replace it, "
+                                                "or Skip to keep it.", vote)
 
         def revisit(annotator: Annotator | None):
             annotator = require(annotator)

@@ -153,7 +153,7 @@ def test_objective_vote_without_verdicts_one_inline_message(ui, browser, tmp_pat
     page.wait_for_selector("#vote-msg:has-text('mark whether A and B are correct')")
     kit.settle(page)
     _shot(page, tmp_path, "objective-message")
-    assert page.locator(".toast-body, .error").count() == 0
+    assert page.locator(".toast-body, .error").count() == 0 and page.get_by_text("Error", exact=True).count() == 0
     page.click("#a-correct label:has-text('correct')", timeout=2000)
     page.click("#b-correct label:has-text('wrong')", timeout=2000)
     page.click("#vote-b")
@@ -174,6 +174,8 @@ def test_wrong_language_side_loses_in_ui_vote_and_tally(ui, browser, tmp_path):
     english = _side_of(db, "ann-lang", "open_qa-01", 0)
     other = "b" if english == "a" else "a"
     assert "mainly Latin-script text" in page.inner_text(f"#flag-{english}")
+    boxes = [page.locator(f"#answer-{s}").bounding_box() for s in "ab"]  # a flag does not shift the panes
+    assert abs(boxes[0]["y"] - boxes[1]["y"]) < 2 and abs(boxes[0]["height"] - boxes[1]["height"]) < 2
     assert page.is_checked(f"#{english}-wrong-language input") and not page.is_checked(f"#{other}-wrong-language input")
     _shot(page, tmp_path, "wrong-language")
     page.click(f"#vote-{english}")  # the annotator prefers the English answer
