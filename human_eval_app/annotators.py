@@ -10,7 +10,7 @@ from firefly_train.errors import FireflyError
 def add_arguments(parser) -> None:
     parser.add_argument("name", help="the annotator's name (shown to admins in the results)")
     parser.add_argument("--db", required=True, help="votes database")
-    parser.add_argument("--admin", action="store_true", help="may see the results view")
+    parser.add_argument("--admin", action="store_true", help="may open the results page (/results); judges blind like anyone")
     parser.add_argument("--set", help="with --answers: create the database if it does not exist yet")
     parser.add_argument("--answers", nargs="+", metavar="ANSWERS.jsonl")
 

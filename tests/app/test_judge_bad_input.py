@@ -156,3 +156,11 @@ def test_schema_1_database_is_upgraded_in_place(judge_files, voted_db):
         key = store.browser_key
     with VoteStore.open_existing(voted_db) as store:
         assert store.browser_key == key  # kept: browsers' remembered tokens still open after a restart
+
+
+def test_damaged_xlsx_set_is_one_line(judge_files, tmp_path, capsys):
+    set_path, answers, db = judge_files
+    bad = tmp_path / "seed.xlsx"
+    bad.write_bytes(b"PK\x03\x04" + b"\x00" * 200)  # a zip header, then nothing: a truncated download
+    _check(capsys, _serve(bad, answers, db), f"{bad}: damaged .xlsx file")
+    assert not db.exists()
