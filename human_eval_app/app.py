@@ -132,7 +132,11 @@ def build_app(judging: Judging) -> gr.Blocks:
             return f"**{safe_markdown(annotator.name)}** · {done} / {total}" + (f" · {skipped} skipped" if skipped else "")
 
         def task_screen(annotator: Annotator, task: Task, notice_text: str, vote: Vote | None = None) -> dict:
+            """The task's page; with `vote`, the annotator's recorded vote on it, to change."""
             view = judging.view(annotator.name, task, vote)
+            if view.voted:
+                notice_text = (f"Changing your last vote ({BUTTON_LABELS[view.voted]}): vote again to replace it, "
+                               "or Skip to keep it.")
             objective = (" · objective: mark each answer correct or wrong; correctness decides, both right or "
                          "both wrong is a tie") if view.objective else ""
             reference = (f"**Reference answer** (to help you judge):\n\n{safe_markdown(view.reference)}"
@@ -225,9 +229,7 @@ def build_app(judging: Judging) -> gr.Blocks:
             if last is None:
                 return {notice: "No vote to change yet."}
             task, vote = last
-            label = BUTTON_LABELS[{"left": "A", "right": "B", "tie": "tie"}[vote.choice]]
-            return task_screen(annotator, task, f"Changing your last vote ({label}): vote again to replace it, "
-                                                "or Skip to keep it.", vote)
+            return task_screen(annotator, task, "", vote)
 
         def revisit(annotator: Annotator | None):
             annotator = require(annotator)
