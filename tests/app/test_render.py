@@ -35,3 +35,10 @@ def test_markdown_kept():
     text = "# 标题\n\n- 一\n- 二\n\n**粗体** > 引用 1 < 2"
     assert safe_markdown(text) == "# 标题\n\n- 一\n- 二\n\n**粗体** > 引用 1 &lt; 2"
     assert safe_markdown("a\r\nb") == "a\nb"
+
+
+def test_empty_answer_says_so():
+    from human_eval_app.render import EMPTY_ANSWER, answer_markdown
+
+    assert answer_markdown("") == answer_markdown("  \n ") == EMPTY_ANSWER == "*(empty answer)*"
+    assert answer_markdown("第一步\n第二步 <b>") == "第一步\n第二步 &lt;b>"  # single newlines kept for line_breaks

@@ -154,3 +154,32 @@ def test_readers_reject_missing_and_foreign_files(tmp_path):
 
 def test_all_pairs():
     assert all_pairs(["b", "a", "c"]) == [("a", "b"), ("b", "c"), ("a", "c")]
+
+
+def test_close_checkpoints_into_one_file_and_is_idempotent(store, tmp_path):
+    import shutil
+
+    store.add_annotator("alice")
+    for k in range(5):
+        store.record_vote(_vote(store, "alice", f"i{k}"))
+    wal = tmp_path / "votes.sqlite-wal"
+    assert wal.stat().st_size > 0
+    store.close()
+    store.close()
+    assert not wal.exists() or wal.stat().st_size == 0
+    shutil.copy(tmp_path / "votes.sqlite", tmp_path / "copy.sqlite")
+    assert sqlite3.connect(tmp_path / "copy.sqlite").execute("SELECT count(*) FROM votes").fetchone()[0] == 5
+
+
+def test_wrong_language_flags_stored_and_updated(store):
+    store.add_annotator("alice")
+    v = _vote(store, "alice", "g1", "left", task="generation")
+    flagged = Vote(*[getattr(v, f) for f in ("annotator", "item_id", "task", "left_model", "right_model", "choice",
+                                             "left_correct", "right_correct", "comment", "created_at")], True, False)
+    store.record_vote(flagged)
+    assert store.votes_of("alice") == [flagged]
+    unflagged = Vote(*[getattr(flagged, f) for f in ("annotator", "item_id", "task", "left_model", "right_model",
+                                                     "choice", "left_correct", "right_correct", "comment")], 5.0,
+                     False, False)
+    store.record_vote(unflagged)  # only the flags differ: the vote is replaced
+    assert store.votes_of("alice") == [unflagged]
