@@ -2,10 +2,10 @@
 
 The OpenCompass config is built here in Python from OpenCompass's own CMMLU dataset configs
 (`cmmlu_ppl` = `cmmlu_ppl_8b9c76` for PPL mode, `cmmlu_gen_c13365` for gen mode; both 5-shot from `dev/`)
-with `path` pointing at the user's folder. OpenCompass's partitioner, `LocalRunner` (one inference
-subprocess on one GPU, or on the CPU) and `DefaultSummarizer` (per subject, per category and overall,
-from CMMLU's category table) then run exactly as `opencompass` would; we parse its summary CSV. Because
-OpenCompass exits 0 when a task fails, every task's exit code, output file and log is checked here.
+with `path` pointing at the user's folder. OpenCompass's partitioner, `LocalRunner` and `DefaultSummarizer` (per subject, per category and overall,
+from CMMLU's category table) then run as `opencompass --debug` would (tasks in this process); we parse
+its summary CSV. Every subject's prediction and result file is checked, since OpenCompass's evaluation
+logs a failure and goes on.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import contextlib
 import copy
 import csv
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,7 +24,6 @@ MINISET = Path(__file__).parent / "minisets" / "cmmlu"
 MODEL_ABBR = "firefly"
 GROUP_NAMES = {"STEM": "cmmlu-stem", "Humanities": "cmmlu-humanities", "Social Science": "cmmlu-social-science",
                "Other": "cmmlu-other", "China specific": "cmmlu-china-specific"}
-LOG_ERRORS = ("Traceback (most recent call last)", "CUDA out of memory", "OutOfMemoryError")
 
 
 def add_arguments(p):
@@ -42,7 +40,10 @@ def add_arguments(p):
                         "options read off one logits row; firefly_eval/prefix_ppl.py) or opencompass (its own "
                         "get_ppl: one full pass per option). Both use OpenCompass's data, prompts and summary")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="prompts per model call (default: 64 on a GPU with --engine firefly, else 16; 4 on the CPU)")
+                   help="prompts per model call (default: 256 on a GPU with --engine firefly, which runs them in "
+                        "length-sorted chunks of bounded memory; 16 with --engine opencompass; 4 on the CPU)")
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default=None,
+                   help="weights and activations (default: bfloat16 on a GPU, float32 on the CPU)")
     p.add_argument("--max-seq-len", type=int, default=2048, help="prompts are truncated on the left to this")
     p.add_argument("-o", "--output", default=None, help="result JSON (default: results/cmmlu.json)")
     p.add_argument("--work-dir", default=None,
@@ -73,7 +74,8 @@ def summary_groups(data_dir: Path, subjects: list[str]) -> list[dict]:
     return groups + [{"name": "cmmlu", "subsets": [f"cmmlu-{s}" for s in subjects]}]
 
 
-def model_config(ckpt: str, mode: str, batch_size: int | None, max_seq_len: int, engine: str = "firefly") -> dict:
+def model_config(ckpt: str, mode: str, batch_size: int | None, max_seq_len: int, engine: str = "firefly",
+                 dtype: str | None = None) -> dict:
     import torch
 
     from firefly_eval.opencompass_model import FireflyCausalLM
@@ -81,63 +83,32 @@ def model_config(ckpt: str, mode: str, batch_size: int | None, max_seq_len: int,
     gpu = torch.cuda.is_available()
     cached = engine == "firefly" and mode == "ppl"
     return dict(type=FireflyCausalLM, abbr=MODEL_ABBR, path=ckpt, max_seq_len=max_seq_len, prefix_cache=cached,
-                batch_size=batch_size or ((64 if cached else 16) if gpu else 4), max_out_len=16 if mode == "gen" else 1,
-                run_cfg=dict(num_gpus=1 if gpu else 0))
-
-
-@contextlib.contextmanager
-def _relay_logs(folder: Path):
-    """Copy what OpenCompass's task subprocesses write to their logs onto our stderr (progress bars)."""
-    stop = threading.Event()
-
-    def follow():
-        offsets: dict[Path, int] = {}
-        while True:
-            done = stop.is_set()
-            for log in sorted(folder.rglob("*.out")) if folder.is_dir() else []:
-                with open(log, "rb") as f:
-                    f.seek(offsets.get(log, 0))
-                    chunk = f.read()
-                    offsets[log] = f.tell()
-                if chunk:
-                    sys.stderr.write(chunk.decode("utf-8", "replace"))
-                    sys.stderr.flush()
-            if done:
-                return
-            stop.wait(1.0)
-
-    t = threading.Thread(target=follow, daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        t.join()
+                dtype=dtype, batch_size=batch_size or ((256 if cached else 16) if gpu else 4),
+                max_out_len=16 if mode == "gen" else 1, run_cfg=dict(num_gpus=1 if gpu else 0))
 
 
 def _run_stage(cfg, stage: str, n_datasets: int) -> None:
-    """Partition and launch one OpenCompass stage (infer or eval); raise if any task failed."""
+    """Partition and run one OpenCompass stage (infer or eval) in this process, as `opencompass --debug`
+    does: the model is loaded once and OpenCompass is imported once (a task subprocess spends half a
+    minute importing it). A failed task is one line naming the traceback's file."""
+    import traceback
+
     from opencompass.partitioners import NaivePartitioner
     from opencompass.runners import LocalRunner
-    from opencompass.tasks import OpenICLEvalTask, OpenICLInferTask
 
     work = Path(cfg["work_dir"])
     out_dir = work / ("predictions" if stage == "infer" else "results")
     tasks = NaivePartitioner(out_dir=str(out_dir) + "/", n=n_datasets)(cfg)
-    task_type = OpenICLInferTask if stage == "infer" else OpenICLEvalTask
-    runner = LocalRunner(task=dict(type=task_type), max_num_workers=1)
-    with _relay_logs(work / "logs" / stage):
-        status = list(runner.launch(tasks))
-    failed = [(name, code) for name, code in status if code != 0]
-    logs = sorted((work / "logs" / stage).rglob("*.out"))
-    if failed:
-        raise FireflyError(f"OpenCompass {stage} task {failed[0][0]} failed (exit {failed[0][1]}); "
-                           f"see {logs[0] if logs else work / 'logs'}")
-    for log in logs:
-        text = log.read_text(encoding="utf-8", errors="replace")
-        hit = next((e for e in LOG_ERRORS if e in text), None)
-        if hit:
-            raise FireflyError(f"OpenCompass {stage} reported an error ('{hit}'); see {log}")
+    task_type = "OpenICLInferTask" if stage == "infer" else "OpenICLEvalTask"  # by registry name, as debug mode wants
+    runner = LocalRunner(task=dict(type=task_type), max_num_workers=1, debug=True)
+    try:
+        runner.launch(tasks)
+    except Exception as e:  # noqa: BLE001 (reported with its traceback in a file)
+        log = work / "logs" / stage / "error.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc(), encoding="utf-8")
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise FireflyError(f"OpenCompass {stage} task failed ({type(e).__name__}: {first}); traceback in {log}") from e
 
 
 def _check_outputs(work: Path, subjects: list[str]) -> None:
@@ -178,14 +149,15 @@ def _dotted(obj):
 
 
 def run_opencompass(ckpt: str, data_dir: Path, subjects: list[str], mode: str, limit: int | None,
-                    work: Path, batch_size: int | None = None, max_seq_len: int = 2048, engine: str = "firefly") -> Path:
+                    work: Path, batch_size: int | None = None, max_seq_len: int = 2048, engine: str = "firefly",
+                    dtype: str | None = None) -> Path:
     """Run inference, evaluation and the summary; return OpenCompass's summary CSV."""
     from mmengine.config import Config
     from opencompass.summarizers import DefaultSummarizer
 
     datasets = dataset_configs(data_dir, subjects, mode, limit)
     groups = summary_groups(data_dir, subjects)
-    cfg = Config(_dotted(dict(models=[model_config(ckpt, mode, batch_size, max_seq_len, engine)], datasets=datasets,
+    cfg = Config(_dotted(dict(models=[model_config(ckpt, mode, batch_size, max_seq_len, engine, dtype)], datasets=datasets,
                               work_dir=str(work), summarizer=dict(summary_groups=groups))),
                  format_python_code=False)
     work.mkdir(parents=True, exist_ok=True)
@@ -221,12 +193,12 @@ def run(args) -> int:
     data_hash = cmmlu_data.data_hash(data_dir, subjects)
     work = Path(args.work_dir) if args.work_dir else results.resume_dir(output, "opencompass", {
         "model": checkpoints.fingerprint(args.ckpt), "data": data_hash, "subjects": subjects, "mode": args.mode,
-        "limit": args.limit, "max_seq_len": args.max_seq_len, "engine": args.engine, "versions": results.versions()})
+        "limit": args.limit, "max_seq_len": args.max_seq_len, "engine": args.engine, "dtype": args.dtype, "versions": results.versions()})
     done = [s for s in subjects if (work / "predictions" / MODEL_ABBR / f"cmmlu-{s}.json").is_file()]
     if done:
         print(f"resuming {work}: {len(done)} of {len(subjects)} subjects already predicted", file=sys.stderr)
     summary_path = run_opencompass(ckpt, data_dir, subjects, args.mode, args.limit, work.resolve(),
-                                   args.batch_size, args.max_seq_len, args.engine)
+                                   args.batch_size, args.max_seq_len, args.engine, args.dtype)
     scores = read_summary(summary_path)
     result = {
         "format": 1, "kind": "cmmlu", "model": model, "mode": args.mode, "engine": args.engine,

@@ -18,8 +18,10 @@ loss), generation pads on the left.
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 
 import numpy as np
+import torch
 from opencompass.models.base import LMTemplateParser
 from opencompass.models.huggingface_above_v4_33 import HuggingFaceBaseModel, _convert_base_messages
 from opencompass.registry import MODELS
@@ -34,7 +36,7 @@ class FireflyCausalLM(HuggingFaceBaseModel):
 
     def __init__(self, path: str, max_seq_len: int = 2048, tokenizer_only: bool = False,
                  generation_kwargs: dict | None = None, stop_words: list | None = None, prefix_cache: bool = False,
-                 **other_kwargs):
+                 dtype: str | None = None, **other_kwargs):
         from firefly_eval import checkpoints
         from firefly_train.models import load_tokenizer, resolve_checkpoint
 
@@ -49,10 +51,11 @@ class FireflyCausalLM(HuggingFaceBaseModel):
         if tokenizer_only:
             self.tokenizer = load_tokenizer(resolve_checkpoint(path).tokenizer)
         else:
-            self.model, self.tokenizer, _ = checkpoints.load(path)
+            self.model, self.tokenizer, _ = checkpoints.load(path, dtype=getattr(torch, dtype) if dtype else None)
             self.model.generation_config.do_sample = False
             self.logger.info(f"loaded {path} on {self.model.device} ({self.model.dtype})")
         self.prefix_ppl = None
+        self._token_ids: OrderedDict[str, list[int]] = OrderedDict()  # prompt -> ids, from get_token_len
         if prefix_cache and not tokenizer_only:
             self.prefix_ppl = PrefixCachedPPL(self.model, self.tokenizer.pad_token_id)
         self.tokenizer.batch_encode_plus = self.tokenizer.__call__  # removed in transformers 5
@@ -69,9 +72,24 @@ class FireflyCausalLM(HuggingFaceBaseModel):
         finally:
             self.tokenizer.padding_side = old
 
+    def get_token_len(self, prompt, add_special_tokens: bool = True) -> int:
+        """As OpenCompass's, keeping the ids: its PPL inferencer asks for every prompt's length just before
+        it scores the same prompts, so `get_ppl` needs no second tokenisation."""
+        if self.prefix_ppl is None or not add_special_tokens:
+            return super().get_token_len(prompt, add_special_tokens)
+        text = _convert_base_messages([prompt])[0]
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        self._token_ids[text] = ids
+        if len(self._token_ids) > self.prefix_ppl.max_stems:
+            self._token_ids.popitem(last=False)
+        return len(ids)
+
     def get_ppl(self, inputs, mask_length=None):
         if self.prefix_ppl is not None and mask_length is None:
-            rows = self.tokenizer(_convert_base_messages(inputs), add_special_tokens=True)["input_ids"]
+            texts = _convert_base_messages(inputs)
+            todo = [t for t in texts if t not in self._token_ids]
+            known = dict(zip(todo, self.tokenizer(todo, add_special_tokens=True)["input_ids"])) if todo else {}
+            rows = [self._token_ids.get(t) or known[t] for t in texts]
             if max(map(len, rows)) <= self.max_seq_len:
                 return np.array(self.prefix_ppl(rows), dtype=np.float64)
         with self._padding("right"):

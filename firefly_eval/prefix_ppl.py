@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,39 +38,39 @@ def common_prefix_len(rows: list[list[int]]) -> int:
 
 class PrefixCachedPPL:
     """Callable: token id rows -> OpenCompass `get_ppl` values. Keeps the last prefix and up to
-    `max_stems` stems (key: the prompt without its last token)."""
+    `max_stems` stems (key: the prompt without its last token). Stems missing from the cache run sorted by
+    length, in chunks of at most `chunk_tokens` key/value positions (prefix included), so padding stays
+    small and memory bounded whatever batch size OpenCompass passes."""
 
-    def __init__(self, model, pad_id: int | None, max_stems: int = 8192):
+    def __init__(self, model, pad_id: int | None, max_stems: int = 8192, chunk_tokens: int = 32768):
         self.model = model
         self.pad_id = pad_id
         self.max_stems = max_stems
+        self.chunk_tokens = chunk_tokens
         self.prefix: tuple[int, ...] = ()
         self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.prefix_loss = 0.0  # float32 sum of the losses of targets 1..P-1
-        self.prefix_last: torch.Tensor | None = None  # logits row at position P-1 (model dtype)
-        # stem (prompt without its last token) -> (float32 loss sum of its targets, its last logits row)
-        self.stems: OrderedDict[tuple[int, ...], tuple[float, torch.Tensor]] = OrderedDict()
+        self.prefix_last: torch.Tensor | None = None  # float32 log-probabilities at position P-1
+        # stem (prompt without its last token) -> (loss sum of its targets, float32 log-probabilities of the
+        # token after it, on the CPU: reading an option's loss needs no device round trip)
+        self.stems: OrderedDict[tuple[int, ...], tuple[float, np.ndarray]] = OrderedDict()
         self.forward_tokens = 0  # tokens run through the model, for the benchmark
 
     def __call__(self, rows: list[list[int]]) -> list[float]:
         if any(len(r) < 2 for r in rows):
             raise ValueError("every prompt needs at least two tokens")
-        missing = list(dict.fromkeys(tuple(r[:-1]) for r in rows if tuple(r[:-1]) not in self.stems))
+        keys = [tuple(r[:-1]) for r in rows]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.stems))
         if missing:
             self._fill_stems(missing)
         out = []
-        for r in rows:
-            loss, last = self.stems[tuple(r[:-1])]
-            self.stems.move_to_end(tuple(r[:-1]))
+        for r, key in zip(rows, keys):
+            loss, logprobs = self.stems[key]
+            self.stems.move_to_end(key)
             if r[-1] != self.pad_id:
-                loss += self._token_loss(last, r[-1])
-            count = sum(1 for t in r if t != self.pad_id)
-            out.append(loss / count)
+                loss -= float(logprobs[r[-1]])
+            out.append(loss / sum(1 for t in r if t != self.pad_id))
         return out
-
-    def _token_loss(self, logits_row: torch.Tensor, target: int) -> float:
-        row = logits_row.float()
-        return float(torch.logsumexp(row, -1) - row[target])
 
     @torch.inference_mode()
     def _fill_stems(self, stems: list[tuple[int, ...]]) -> None:
@@ -79,6 +80,16 @@ class PrefixCachedPPL:
             p = 0
         if p and stems[0][:p] != self.prefix:
             self._set_prefix(stems[0][:p])
+        stems = sorted(stems, key=len)
+        start = 0
+        while start < len(stems):
+            end = start + 1  # grow the chunk while its padded key/value positions fit the budget
+            while end < len(stems) and (end + 1 - start) * len(stems[end]) <= self.chunk_tokens:
+                end += 1
+            self._run_chunk(stems[start:end], p)
+            start = end
+
+    def _run_chunk(self, stems: list[tuple[int, ...]], p: int) -> None:
         device = self.model.device
         width = max(len(s) for s in stems) - p
         ids = torch.full((len(stems), width), self.pad_id or 0, dtype=torch.long)
@@ -97,23 +108,24 @@ class PrefixCachedPPL:
         logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=bool(p),
                             **kwargs).logits
         self.forward_tokens += int(mask[:, p:].sum())
+        lengths = [len(s) - p for s in stems]  # each stem's rows in `logits`: positions p .. len(s)-1
+        last = torch.log_softmax(logits[torch.arange(len(stems)), torch.tensor(lengths) - 1].float(), -1)
+        sums = torch.stack([self._loss_sum(logits[i, : n - 1], ids[i, 1:n].to(device))
+                            for i, n in enumerate(lengths)]).tolist()
+        last = last.cpu().numpy()
         for i, s in enumerate(stems):
-            n = len(s) - p  # this stem's rows in `logits`: positions p .. len(s)-1
-            targets = torch.tensor(s[p + 1:], device=device)
-            loss = self._sum_losses(logits[i, : n - 1], targets)
+            loss = sums[i]
             if p:
-                loss += 0.0 if s[p] == self.pad_id else self._token_loss(self.prefix_last, s[p])
-                loss += self.prefix_loss
-            self.stems[s] = (loss, logits[i, n - 1].clone())
+                loss += self.prefix_loss - (0.0 if s[p] == self.pad_id else float(self.prefix_last[s[p]]))
+            self.stems[s] = (loss, last[i])
             if len(self.stems) > self.max_stems:
                 self.stems.popitem(last=False)
 
-    def _sum_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
-        if targets.numel() == 0:
-            return 0.0
-        losses = F.cross_entropy(logits.float(), targets, ignore_index=-100 if self.pad_id is None else self.pad_id,
-                                 reduction="none")
-        return float(losses.sum())
+    def _loss_sum(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """float32 sum of the per-token losses, padding ids ignored as targets (OpenCompass's `get_ppl`)."""
+        if self.pad_id is not None:
+            targets = targets.masked_fill(targets == self.pad_id, -100)
+        return F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
 
     @torch.inference_mode()
     def _set_prefix(self, prefix: tuple[int, ...]) -> None:
@@ -125,5 +137,5 @@ class PrefixCachedPPL:
         self.forward_tokens += len(prefix)
         self.prefix = prefix
         self.prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
-        self.prefix_loss = self._sum_losses(logits[:-1], torch.tensor(prefix[1:], device=device))
-        self.prefix_last = logits[-1].clone()
+        self.prefix_loss = float(self._loss_sum(logits[:-1], torch.tensor(prefix[1:], device=device)))
+        self.prefix_last = torch.log_softmax(logits[-1].float(), -1).cpu()
