@@ -122,10 +122,12 @@ class FireflyLM(HFLM):
     # --- scoring --------------------------------------------------------------------------------------------
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         results: list[tuple[float, bool] | None] = [None] * len(requests)
+        rows = override_bs or (None if self.batch_size == "auto" else int(self.batch_size))
         too_long = [i for i, (_, ctx, cont) in enumerate(requests) if len(ctx) + len(cont) > self.max_length + 1]
         if too_long:  # HFLM truncates these from the left, differently for each continuation: its own code
+            # (one at a time under 'auto': HFLM's probe would try 64 rows of the whole window)
             for i, res in zip(too_long, super()._loglikelihood_tokens([requests[i] for i in too_long],
-                                                                       disable_tqdm, override_bs)):
+                                                                       disable_tqdm, rows or 1)):
                 results[i] = res
         skip = set(too_long)
         questions: dict[tuple[int, ...], _Question] = {}
@@ -133,7 +135,6 @@ class FireflyLM(HFLM):
             assert len(ctx) > 0 and len(cont) > 0
             if i not in skip:
                 questions.setdefault(tuple(ctx), _Question(tuple(ctx))).requests.append(i)
-        rows = override_bs or (None if self.batch_size == "auto" else int(self.batch_size))
         pbar = tqdm(total=len(requests) - len(skip), disable=disable_tqdm or self.rank != 0,
                     desc="Running loglikelihood requests (grouped)")
         for group in group_shared_prefixes(list(questions.values())):

@@ -21,7 +21,7 @@ LAYOUT = {
     "mmlu": "mmlu/{dev,test}/<subject>_{dev,test}.csv (hendrycks MMLU, no header: question,A,B,C,D,answer)",
     "arc_challenge": "arc_challenge/ARC-Challenge-{Train,Test}.jsonl",
     "hellaswag": "hellaswag/hellaswag_val.jsonl (rowanz format) or hellaswag/hellaswag_val.derived.jsonl",
-    "truthfulqa_mc2": "truthfulqa/v0/mc_task.json (or, only without v0/, the revised truthfulqa/mc_task.json)",
+    "truthfulqa_mc2": "truthfulqa/v0/mc_task.json or truthfulqa/mc_task.json (the revised set: read only without v0/)",
 }
 
 

@@ -83,12 +83,15 @@ def test_mmlu_fewshot_is_the_first_five_dev_rows(task_dir):
                           "mathematics.\n\nWhat is 6 + 7?\nA. 11\nB. 12\nC. 13\nD. 14\nAnswer: C\n\n")
 
 
-def test_leaderboard_equals_direct_lm_eval_run(tiny_llama, tmp_path, capsys):
+@pytest.mark.parametrize("engine", ["hf", "firefly"])
+def test_leaderboard_equals_direct_lm_eval_run(tiny_llama, tmp_path, capsys, engine):
+    """Stock HFLM gives lm_eval's numbers exactly; FireflyLM the same accuracies and an mc2 within the float
+    noise of its log-likelihoods (mc2 is a continuous function of them)."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     out = tmp_path / "lb.json"
-    assert main(["leaderboard", "--ckpt", str(tiny_llama), "--limit", "3", "-o", str(out)]) == 0
+    assert main(["leaderboard", "--ckpt", str(tiny_llama), "--limit", "3", "--engine", engine, "-o", str(out)]) == 0
     ours = json.loads(out.read_text())
     assert "average" in capsys.readouterr().out
     direct = simple_evaluate(model="hf", model_args=f"pretrained={tiny_llama},dtype=float32", device="cpu",
@@ -99,9 +102,12 @@ def test_leaderboard_equals_direct_lm_eval_run(tiny_llama, tmp_path, capsys):
                 "hellaswag": direct["results"]["ff_hellaswag"]["acc_norm,none"],
                 "mmlu": direct["results"]["ff_mmlu"]["acc,none"],
                 "truthfulqa_mc2": direct["results"]["ff_truthfulqa_mc2"]["acc,none"]}
-    assert {t: v["value"] for t, v in ours["tasks"].items()} == pytest.approx({t: 100 * v for t, v in expected.items()},
-                                                                               abs=1e-9)
-    assert ours["average"] == pytest.approx(sum(100 * v for v in expected.values()) / 4, abs=1e-9)
+    tol = {"hf": 1e-9, "firefly": 1e-3}[engine]
+    assert {t: v["value"] for t, v in ours["tasks"].items() if t != "truthfulqa_mc2"} == pytest.approx(
+        {t: 100 * v for t, v in expected.items() if t != "truthfulqa_mc2"}, abs=1e-9)
+    assert ours["tasks"]["truthfulqa_mc2"]["value"] == pytest.approx(100 * expected["truthfulqa_mc2"], abs=tol)
+    assert ours["average"] == pytest.approx(sum(100 * v for v in expected.values()) / 4, abs=tol)
+    assert ours["engine"] == engine and ours["tasks"]["truthfulqa_mc2"]["file"] == "truthfulqa/mc_task.json"
     assert {t: v["n"] for t, v in ours["tasks"].items()} == {"arc_challenge": 3, "hellaswag": 3, "mmlu": 6,
                                                              "truthfulqa_mc2": 3}
     assert ours["format"] == 1 and ours["kind"] == "leaderboard" and ours["limit"] == 3
@@ -125,7 +131,7 @@ def test_smoke_on_shared_data_embedded_model(shared_data, tmp_path):
 def test_rerun_scores_nothing_twice(tiny_llama, tmp_path, monkeypatch):
     """Scored requests are committed to lm-eval's cache as they complete: a rerun (e.g. after a kill) of the
     same model scores only what is missing and gives the same numbers."""
-    from lm_eval.models.huggingface import HFLM
+    from firefly_eval.lm_eval_model import FireflyLM
 
     out = tmp_path / "lb.json"
     args = ["leaderboard", "--ckpt", str(tiny_llama), "--tasks", "arc_challenge", "truthfulqa_mc2",
@@ -134,8 +140,8 @@ def test_rerun_scores_nothing_twice(tiny_llama, tmp_path, monkeypatch):
     first = json.loads(out.read_text())["tasks"]
     assert len(list((tmp_path / "lb.lm-eval-cache").glob("*/requests_rank0.db"))) == 1
     scored = []
-    real = HFLM._loglikelihood_tokens
-    monkeypatch.setattr(HFLM, "_loglikelihood_tokens", lambda self, reqs, *a, **k: scored.extend(reqs) or real(
+    real = FireflyLM._loglikelihood_tokens
+    monkeypatch.setattr(FireflyLM, "_loglikelihood_tokens", lambda self, reqs, *a, **k: scored.extend(reqs) or real(
         self, reqs, *a, **k))
     assert main(args) == 0
     assert scored == [] and json.loads(out.read_text())["tasks"] == first

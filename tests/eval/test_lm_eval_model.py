@@ -1,0 +1,147 @@
+"""FireflyLM scores every request as lm-eval's HFLM does (CPU, fp32): log-likelihoods within 1e-4, the same
+is_greedy, whatever the grouping, prefix sharing, batching and truncation."""
+from pathlib import Path
+
+import pytest
+
+from firefly_eval import leaderboard
+from firefly_eval.lm_eval_model import MIN_SHARED_PREFIX, FireflyLM, _Question, cached_templates, \
+    group_shared_prefixes
+
+MINI = Path(__file__).resolve().parents[2] / "firefly_eval" / "minisets" / "english"
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_llama):
+    from firefly_eval import checkpoints
+
+    model, tok, _ = checkpoints.load(str(tiny_llama), device="cpu")
+    return model, tok
+
+
+def _both(loaded, batch_size=8, **kwargs):
+    from lm_eval.models.huggingface import HFLM
+
+    model, tok = loaded
+    return (HFLM(pretrained=model, tokenizer=tok, batch_size=8),  # (HFLM's 'auto' probes 64 x its window)
+            FireflyLM(pretrained=model, tokenizer=tok, batch_size=batch_size, **kwargs))
+
+
+def _instances(task_dir: Path, limit: int | None, names=None) -> list:
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    flat = []
+
+    def walk(d):
+        for v in d.values():
+            walk(v) if isinstance(v, dict) else flat.append(v)
+    walk(get_task_dict(names or [t for t, _, _ in leaderboard.TASKS.values()], manager))
+    out = []
+    for task in flat:
+        task.build_all_requests(limit=limit)
+        out += task.instances
+    return out
+
+
+def _assert_same(stock, ours):
+    assert len(stock) == len(ours)
+    assert max(abs(a[0] - b[0]) for a, b in zip(stock, ours)) < 1e-4
+    assert [a[1] for a in stock] == [b[1] for b in ours]
+
+
+def test_every_miniset_request_scores_as_hflm(loaded, tmp_path):
+    """All four tasks' requests (MMLU's share a 5-shot prefix per subject, TruthfulQA's the 6-QA prompt)."""
+    reqs = _instances(leaderboard.render_tasks(MINI, tmp_path / "tasks"), None)
+    hf, ff = _both(loaded)
+    _assert_same(hf.loglikelihood(reqs, disable_tqdm=True), ff.loglikelihood(reqs, disable_tqdm=True))
+
+
+def _greedy(model, tokens: list[int], n: int) -> list[int]:
+    import torch
+
+    out = model.generate(torch.tensor([tokens]), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    return out[0, len(tokens):].tolist()
+
+
+@pytest.mark.parametrize("batch_size, max_batch_tokens", [("auto", 300), (1, 32768)])
+def test_token_requests_greedy_shared_prefix_and_truncation(loaded, batch_size, max_batch_tokens):
+    """Greedy continuations (is_greedy True, one and several tokens), contexts sharing a long prefix and some
+    not, several continuations per context, and requests over the window that HFLM truncates from the left."""
+    import random
+
+    model, _ = loaded
+    rnd = random.Random(0)
+    shared = [rnd.randrange(5, 1000) for _ in range(MIN_SHARED_PREFIX + 20)]
+    contexts = [shared + [rnd.randrange(5, 1000) for _ in range(rnd.randrange(1, 30))] for _ in range(5)]
+    contexts += [[rnd.randrange(5, 1000) for _ in range(rnd.randrange(2, 120))] for _ in range(6)]
+    requests = []
+    for ctx in contexts:
+        greedy = _greedy(model, ctx, 3)
+        conts = [greedy[:1], greedy, [rnd.randrange(5, 1000) for _ in range(rnd.randrange(1, 6))], greedy[:2] + [7]]
+        requests += [((None, None), ctx, cont) for cont in conts]
+    hf, ff = _both(loaded, batch_size, max_batch_tokens=max_batch_tokens)
+    long_ctx = [rnd.randrange(5, 1000) for _ in range(hf.max_length + 3)]
+    requests += [((None, None), long_ctx, [11, 12]), ((None, None), long_ctx, [13])]
+    rnd.shuffle(requests)
+    stock, ours = hf._loglikelihood_tokens(requests, disable_tqdm=True), ff._loglikelihood_tokens(requests, True)
+    _assert_same(stock, ours)
+    assert sum(g for _, g in stock) >= len(contexts) * 2  # the greedy ones really are
+
+
+def test_shared_prefix_groups_leave_the_last_context_token():
+    common = tuple(range(100, 100 + MIN_SHARED_PREFIX))
+    qs = [_Question(common + (1, 2)), _Question(common + (1, 3, 4)), _Question(common[:10] + (9,) * 80),
+          _Question((5,) * 70), _Question(common + (1,))]
+    groups = group_shared_prefixes(qs)
+    assert [[q.context for q in g] for g in groups] == [
+        [common + (1,), common + (1, 2), common + (1, 3, 4)], [(5,) * 70, common[:10] + (9,) * 80]]
+    assert [q.prefix_len for q in groups[0]] == [MIN_SHARED_PREFIX] * 3  # common + (1,) keeps its last token
+    assert [q.prefix_len for q in groups[1]] == [0, 0]
+
+
+def test_cached_templates_render_as_lm_eval_and_compile_once(monkeypatch):
+    from lm_eval import utils
+
+    doc = {"question": "Why?", "choices": ["a", "b"]}
+    template = "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}"
+    expected = utils.apply_template(template, doc)
+    compiled = []
+    real = utils.env.from_string
+    monkeypatch.setattr(utils.env, "from_string", lambda t: compiled.append(t) or real(t))
+    with cached_templates():
+        assert [utils.apply_template(template, doc) for _ in range(3)] == [expected] * 3
+    assert compiled == [template]
+    utils.apply_template(template, doc)
+    assert len(compiled) == 2  # restored afterwards
+
+
+def test_simple_evaluate_metrics_equal(loaded, tmp_path):
+    """The accuracies of simple_evaluate are identical; mc2 (continuous in the log-likelihoods) within 1e-6."""
+    model, tok = loaded
+    task_dir = leaderboard.render_tasks(MINI, tmp_path / "tasks")
+    tasks = list(leaderboard.TASKS)
+    stock = leaderboard.evaluate(model, tok, task_dir, tasks, None, 8, engine="hf")["results"]
+    ours = leaderboard.evaluate(model, tok, task_dir, tasks, None, 8, engine="firefly")["results"]
+    assert set(stock) == set(ours)
+    for task, row in stock.items():
+        for key, value in row.items():
+            if key.startswith(("acc,", "acc_norm,")) and task != "ff_truthfulqa_mc2":
+                assert ours[task][key] == value, (task, key)
+    assert ours["ff_truthfulqa_mc2"]["acc,none"] == pytest.approx(stock["ff_truthfulqa_mc2"]["acc,none"], abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_embedded_model_on_shared_data_scores_as_hflm(smollm2, shared_data, tmp_path):
+    """The real 135M model and the real sets (ARC 25-shot, HellaSwag 10-shot, MMLU 5-shot, TruthfulQA)."""
+    from firefly_eval import checkpoints
+
+    model, tok, _ = checkpoints.load(str(smollm2), device="cpu")
+    task_dir = leaderboard.render_tasks(shared_data / "english", tmp_path / "tasks")
+    reqs = _instances(task_dir, 2, ["ff_arc_challenge", "ff_hellaswag", "ff_mmlu_anatomy",
+                                    "ff_mmlu_high_school_geography", "ff_truthfulqa_mc2"])
+    hf, ff = _both((model, tok))
+    stock, ours = hf.loglikelihood(reqs, disable_tqdm=True), ff.loglikelihood(reqs, disable_tqdm=True)
+    _assert_same(stock, ours)
+    assert any(g for _, g in stock)
