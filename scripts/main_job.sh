@@ -197,7 +197,7 @@ done
 # 8. the report (always rewritten: it takes seconds); human votes are added once tallied
 RUNS=()
 for seed in "${SEED_LIST[@]}"; do
-  RUNS+=(--run "$(run_dir "$seed" pretrain)" --run "$(run_dir "$seed" sft)")
+  RUNS+=(--run "pretrain seed $seed=$(run_dir "$seed" pretrain)" --run "sft seed $seed=$(run_dir "$seed" sft)")
 done
 EXTRA=()
 [ -s "$R/tally.json" ] && EXTRA=(--tally "$R/tally.json")

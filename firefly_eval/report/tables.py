@@ -214,8 +214,16 @@ def bits_per_char(results: list[BenchResult]) -> Table:
                   f"change vs {groups[0][0]}", "bits / byte", "tokens / char"], rows)
 
 
+def _scored_model(model: dict) -> str:
+    """The checkpoint, and the grown tokenizer when one was given (the expanded model before training)."""
+    shown = shown_path(model.get("ckpt"))
+    if model.get("embedding_init"):
+        shown += f" + {shown_path(model.get('tokenizer'))} ({model['embedding_init']} init, untrained)"
+    return shown
+
+
 def bits_per_char_runs(results: list[BenchResult]) -> Table:
-    rows = [[r.label, shown_path(r.data["model"].get("ckpt")), f"{r.data['bits_per_char']:.4f}",
+    rows = [[r.label, _scored_model(r.data["model"]), f"{r.data['bits_per_char']:.4f}",
              f"{r.data['bits_per_byte']:.4f}", str(r.data["tokens"]), f"{r.data['tokens_per_char']:.3f}",
              shown_path(r.path)] for r in results]
     return Table(["model", "checkpoint", "bits / char", "bits / byte", "tokens", "tokens / char", "result file"], rows)
