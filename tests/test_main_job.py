@@ -77,3 +77,16 @@ def test_main_job_runs_every_stage_then_resumes(tmp_path):
     ran = [line for line in second.stdout.splitlines() if line.startswith("[main") and "skipped" not in line]
     assert len(ran) == 1 and ran[0].startswith("[main 8/8] report")  # all else skipped
     assert second.stdout.count(" skipped (complete): ") == 3 + 2 * 2 + 6 + 6
+
+
+@pytest.mark.slow
+def test_a_failing_stage_prints_its_log_tail_and_stops(tmp_path):
+    env = dict(os.environ, FIREFLY_CACHE=os.environ.get("FIREFLY_CACHE", str(REPO / ".cache" / "firefly")),
+               VOCAB_SIZE="5")
+    done = subprocess.run(["bash", "scripts/main_job.sh", "--out", str(tmp_path / "main"), "--report",
+                           str(tmp_path / "R.md")], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    log = tmp_path / "main" / "logs" / "vocab-train.log"
+    assert done.returncode == 1 and log.is_file()
+    assert "[main 1/8] vocab train" in done.stderr and "FAILED after" in done.stderr
+    assert "--vocab-size must be at least 10, got 5" in done.stderr and f"(full log: {log})" in done.stderr
+    assert "[main 2/8]" not in done.stdout and not (tmp_path / "R.md").exists()
