@@ -205,6 +205,7 @@ class FireflyLM(HFLM):
                 targets += cont
                 spans.append((i, start, len(targets)))
                 col += m
+        segment, position = segment.to(self.device), position.to(self.device)
         mask = self._attention_mask(segment, position, plen)
         cache = None
         if prefix_kv is not None:
@@ -212,7 +213,7 @@ class FireflyLM(HFLM):
                                                  for k, v in prefix_kv])
         with self._forward_context():
             hidden = self.model.get_decoder()(input_ids=tokens.to(self.device), attention_mask=mask,
-                                              position_ids=position.to(self.device), cache=cache,
+                                              position_ids=position, cache=cache,
                                               use_cache=cache is not None).last_hidden_state
             picked = hidden[torch.tensor(scored_row, device=self.device), torch.tensor(scored_col, device=self.device)]
             logits = self.model.get_output_embeddings()(picked)
@@ -228,7 +229,7 @@ class FireflyLM(HFLM):
         its own continuation up to itself. Padding (segment -1) sees only padding, so no row is empty."""
         same = (segment[:, None, :] == 0) | (segment[:, None, :] == segment[:, :, None])
         allowed = same & (position[:, None, :] <= position[:, :, None])
-        allowed = torch.cat([torch.ones(*allowed.shape[:2], prefix_len, dtype=torch.bool), allowed], dim=2)
+        allowed = torch.cat([allowed.new_ones(*allowed.shape[:2], prefix_len), allowed], dim=2)
         dtype = self.model.dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-        return mask[:, None].to(self.device)
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]

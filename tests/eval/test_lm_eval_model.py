@@ -50,13 +50,6 @@ def _assert_same(stock, ours):
     assert [a[1] for a in stock] == [b[1] for b in ours]
 
 
-def test_every_miniset_request_scores_as_hflm(loaded, tmp_path):
-    """All four tasks' requests (MMLU's share a 5-shot prefix per subject, TruthfulQA's the 6-QA prompt)."""
-    reqs = _instances(leaderboard.render_tasks(MINI, tmp_path / "tasks"), None)
-    hf, ff = _both(loaded)
-    _assert_same(hf.loglikelihood(reqs, disable_tqdm=True), ff.loglikelihood(reqs, disable_tqdm=True))
-
-
 def _greedy(model, tokens: list[int], n: int) -> list[int]:
     import torch
 
@@ -116,13 +109,24 @@ def test_cached_templates_render_as_lm_eval_and_compile_once(monkeypatch):
     assert len(compiled) == 2  # restored afterwards
 
 
-def test_simple_evaluate_metrics_equal(loaded, tmp_path):
-    """The accuracies of simple_evaluate are identical; mc2 (continuous in the log-likelihoods) within 1e-6."""
+def _resps(out: dict) -> dict:
+    return {(task, s["doc_id"], k): tuple(r[0]) for task, samples in out["samples"].items() for s in samples
+            for k, r in enumerate(s["resps"])}
+
+
+def test_simple_evaluate_requests_and_metrics_equal(loaded, tmp_path):
+    """Every request of the four smoke-set tasks (MMLU's share a 5-shot prefix per subject, TruthfulQA's the
+    6-QA prompt) scores as with HFLM; the accuracies are identical, mc2 (continuous in the log-likelihoods)
+    within 1e-6."""
     model, tok = loaded
     task_dir = leaderboard.render_tasks(MINI, tmp_path / "tasks")
     tasks = list(leaderboard.TASKS)
-    stock = leaderboard.evaluate(model, tok, task_dir, tasks, None, 8, engine="hf")["results"]
-    ours = leaderboard.evaluate(model, tok, task_dir, tasks, None, 8, engine="firefly")["results"]
+    stock = leaderboard.evaluate(model, tok, task_dir, tasks, None, 8, engine="hf", log_samples=True)
+    ours = leaderboard.evaluate(model, tok, task_dir, tasks, None, 8, engine="firefly", log_samples=True)
+    a, b = _resps(stock), _resps(ours)
+    assert a.keys() == b.keys() and len(a) > 100
+    _assert_same([a[k] for k in a], [b[k] for k in a])
+    stock, ours = stock["results"], ours["results"]
     assert set(stock) == set(ours)
     for task, row in stock.items():
         for key, value in row.items():
