@@ -35,6 +35,7 @@ from tqdm import tqdm
 from firefly_train.errors import FireflyError
 
 MIN_SHARED_PREFIX = 64  # tokens; a shorter common prefix is not worth its own forward pass
+MIN_SHARING_QUESTIONS = 8  # fewer (random few-shot draws that happen to start alike) are batched with the rest
 MAX_BATCH_TOKENS = 32768  # rows x padded length (cached prefix included) per forward pass
 
 
@@ -70,9 +71,9 @@ def _common_prefix_len(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> in
 
 
 def group_shared_prefixes(questions: list[_Question]) -> list[list[_Question]]:
-    """Contexts sorted by tokens; runs of two or more that share at least MIN_SHARED_PREFIX tokens (always
-    leaving each context's last token, whose logits are scored) get `prefix_len` set. Returns the groups with a
-    shared prefix, then one group of all the others (prefix_len 0)."""
+    """Contexts sorted by tokens; runs of at least MIN_SHARING_QUESTIONS that share at least MIN_SHARED_PREFIX
+    tokens (always leaving each context's last token, whose logits are scored) get `prefix_len` set. Returns
+    the groups with a shared prefix, then one group of all the others (prefix_len 0)."""
     runs: list[tuple[int, list[_Question]]] = []  # (tokens shared by all members, members)
     for q in sorted(questions, key=lambda q: q.context):
         if runs:
@@ -85,7 +86,7 @@ def group_shared_prefixes(questions: list[_Question]) -> list[list[_Question]]:
         runs.append((len(q.context) - 1, [q]))
     groups, lone = [], []
     for shared, members in runs:
-        if len(members) == 1:
+        if len(members) < MIN_SHARING_QUESTIONS:
             lone += members
             continue
         for q in members:

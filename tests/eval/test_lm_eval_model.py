@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from firefly_eval import leaderboard
-from firefly_eval.lm_eval_model import MIN_SHARED_PREFIX, FireflyLM, _Question, cached_templates, \
-    group_shared_prefixes
+from firefly_eval.lm_eval_model import MIN_SHARED_PREFIX, MIN_SHARING_QUESTIONS, FireflyLM, _Question, \
+    cached_templates, group_shared_prefixes
 
 MINI = Path(__file__).resolve().parents[2] / "firefly_eval" / "minisets" / "english"
 
@@ -66,8 +66,10 @@ def test_token_requests_greedy_shared_prefix_and_truncation(loaded, batch_size, 
     model, _ = loaded
     rnd = random.Random(0)
     shared = [rnd.randrange(5, 1000) for _ in range(MIN_SHARED_PREFIX + 20)]
-    contexts = [shared + [rnd.randrange(5, 1000) for _ in range(rnd.randrange(1, 30))] for _ in range(5)]
+    contexts = [shared + [rnd.randrange(5, 1000) for _ in range(rnd.randrange(1, 30))]
+                for _ in range(MIN_SHARING_QUESTIONS + 1)]
     contexts += [[rnd.randrange(5, 1000) for _ in range(rnd.randrange(2, 120))] for _ in range(6)]
+    assert len(group_shared_prefixes([_Question(tuple(c)) for c in contexts])) == 2  # one shares a prefix
     requests = []
     for ctx in contexts:
         greedy = _greedy(model, ctx, 3)
@@ -84,13 +86,13 @@ def test_token_requests_greedy_shared_prefix_and_truncation(loaded, batch_size, 
 
 def test_shared_prefix_groups_leave_the_last_context_token():
     common = tuple(range(100, 100 + MIN_SHARED_PREFIX))
-    qs = [_Question(common + (1, 2)), _Question(common + (1, 3, 4)), _Question(common[:10] + (9,) * 80),
-          _Question((5,) * 70), _Question(common + (1,))]
-    groups = group_shared_prefixes(qs)
+    sharing = [_Question(common + (1, 2, i)) for i in range(MIN_SHARING_QUESTIONS - 1)] + [_Question(common + (1,))]
+    few = [_Question(common[:10] + (9,) * 80 + (i,)) for i in range(MIN_SHARING_QUESTIONS - 1)]  # too few
+    groups = group_shared_prefixes([_Question((5,) * 70), *few, *sharing])
     assert [[q.context for q in g] for g in groups] == [
-        [common + (1,), common + (1, 2), common + (1, 3, 4)], [(5,) * 70, common[:10] + (9,) * 80]]
-    assert [q.prefix_len for q in groups[0]] == [MIN_SHARED_PREFIX] * 3  # common + (1,) keeps its last token
-    assert [q.prefix_len for q in groups[1]] == [0, 0]
+        [q.context for q in sharing[-1:] + sharing[:-1]], [(5,) * 70] + [q.context for q in few]]
+    assert [q.prefix_len for q in groups[0]] == [MIN_SHARED_PREFIX] * MIN_SHARING_QUESTIONS  # common + (1,): its last
+    assert {q.prefix_len for q in groups[1]} == {0}
 
 
 def test_cached_templates_render_as_lm_eval_and_compile_once(monkeypatch):
