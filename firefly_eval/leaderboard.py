@@ -79,9 +79,6 @@ def check_data(data_dir: Path, tasks: list[str]) -> list[Path]:
         else:
             utils.load_truthfulqa(str(data_dir))
             files.append(utils.truthfulqa_file(data_dir))
-            if files[-1] != data_dir / utils.TRUTHFULQA_V0:
-                print(f"note: TruthfulQA: {data_dir / 'truthfulqa' / 'v0'} not found, using the revised question "
-                      f"set {files[-1]} (not comparable with lm-eval's truthful_qa, which is v0)", file=sys.stderr)
     return files
 
 
@@ -181,6 +178,10 @@ def run(args) -> int:
     if data_dir == MINISET.resolve():
         print(f"note: --data-dir not given, using the project's smoke set {data_dir} "
               "(numbers are for checking the pipeline only)", file=sys.stderr)
+    if "truthfulqa_mc2" in tasks and utils.truthfulqa_file(data_dir) != data_dir / utils.TRUTHFULQA_V0:
+        print(f"note: TruthfulQA: {data_dir / 'truthfulqa' / 'v0'} not found, using the revised question set "
+              f"{utils.truthfulqa_file(data_dir)} (not comparable with lm-eval's truthful_qa, which is v0)",
+              file=sys.stderr)
     output = Path(args.output) if args.output else results.default_output("leaderboard")
     task_dir = render_tasks(data_dir, output.with_name(output.stem + ".tasks"))
     gpu = torch.cuda.is_available()

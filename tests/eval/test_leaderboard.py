@@ -147,3 +147,28 @@ def test_rerun_scores_nothing_twice(tiny_llama, tmp_path, monkeypatch):
     assert scored == [] and json.loads(out.read_text())["tasks"] == first
     assert main([*args[:-4], "--limit", "3", "-o", str(out)]) == 0  # one more question per task: only those
     assert 0 < len(scored) <= 4 + 4 + 8
+
+
+def test_truthfulqa_file_is_v0_when_present_and_the_revised_set_only_without_it(tmp_path):
+    import shutil
+
+    from firefly_eval.tasks import utils
+    from firefly_train.errors import FireflyError
+
+    data = Path(shutil.copytree(MINI, tmp_path / "english"))
+    assert utils.truthfulqa_file(data) == data / "truthfulqa" / "mc_task.json"  # no v0/: the revised set
+    (data / "truthfulqa" / "v0").mkdir()
+    with pytest.raises(FireflyError, match="v0/mc_task.json not found"):  # v0/ without its file: no fallback
+        utils.truthfulqa_file(data)
+    shutil.copy(data / "truthfulqa" / "mc_task.json", data / "truthfulqa" / "v0" / "mc_task.json")
+    assert utils.truthfulqa_file(data) == data / "truthfulqa" / "v0" / "mc_task.json"
+
+
+def test_revised_truthfulqa_file_is_named_and_noted(tiny_llama, tmp_path, capsys):
+    out = tmp_path / "lb.json"
+    assert main(["leaderboard", "--ckpt", str(tiny_llama), "--tasks", "truthfulqa_mc2", "--limit", "1",
+                 "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "truthfulqa/v0 not found, using the revised question set" in captured.err
+    assert f"TruthfulQA questions: {MINI.resolve() / 'truthfulqa' / 'mc_task.json'}" in captured.out
+    assert json.loads(out.read_text())["tasks"]["truthfulqa_mc2"]["file"] == "truthfulqa/mc_task.json"
