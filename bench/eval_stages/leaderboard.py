@@ -15,7 +15,8 @@ from pathlib import Path
 def add_arguments(p) -> None:
     from firefly_eval import leaderboard
 
-    p.add_argument("--data-dir", type=Path, required=True, help="folder with mmlu/, arc_challenge/, hellaswag/, truthfulqa/")
+    p.add_argument("--data-dir", type=Path, required=True,
+                   help="folder with mmlu/, arc_challenge/, hellaswag/, truthfulqa/")
     p.add_argument("--tasks", nargs="+", default=list(leaderboard.TASKS), choices=list(leaderboard.TASKS))
     p.add_argument("--limit", type=int, default=None, help="questions per task (per MMLU subject) for both paths")
     p.add_argument("--batch-size", default=None, help="both paths (default: auto on a GPU, 8 on the CPU)")
