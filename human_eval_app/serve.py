@@ -1,7 +1,8 @@
 """`firefly-judge serve --set SET --answers a.jsonl b.jsonl [...] --db votes.sqlite`.
 
-SIGTERM is handled like Ctrl-C: the server stops, then the database is checkpointed and closed, so it is
-one file again (no votes left in `votes.sqlite-wal`).
+SIGTERM and SIGINT (Ctrl-C) stop the server, then the database is checkpointed and closed, so it is one
+file again (no votes left in `votes.sqlite-wal`). SIGINT is handled explicitly too: a process started in the
+background by a non-interactive shell inherits SIGINT as ignored, and Python then leaves it ignored.
 """
 from __future__ import annotations
 
@@ -38,13 +39,14 @@ def run(args) -> int:
     if n_annotators == 0:
         log.warning("no annotators yet: create them with `firefly-judge add-annotator NAME --db %s [--admin]`",
                     args.db)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         launch(judging, host=args.host, port=args.port)
     except OSError as e:
         raise FireflyError(f"cannot serve on {args.host}:{args.port}: {e}") from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         judging.store.close()
         log.info("stopped; %s checkpointed and closed", args.db)
     return 0
