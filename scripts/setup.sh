@@ -9,8 +9,10 @@ want_test=0
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-stamp=.venv/.firefly-installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-$want_test
-if [ ! -f "$stamp" ]; then
+pins=.venv/.firefly-installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+stamp=$pins-$want_test
+# a test install (-1) holds everything the plain one (-0) needs
+if [ ! -f "$stamp" ] && ! { [ $want_test = 0 ] && [ -f "$pins-1" ]; }; then
   echo "[setup] installing torch 2.13.0 (CPU wheel where the machine has one) ..."
   .venv/bin/pip install -q torch==2.13.0
   extras=""
