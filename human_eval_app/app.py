@@ -70,16 +70,23 @@ def _flag_text(script: str | None, side: str, objective: bool) -> str:
     return f"⚠ Not in Chinese: mainly {SCRIPT_NAMES[script]}. Seed rule: {consequence}."
 
 
+def signin_column(heading: str, label: str, id_prefix: str):
+    """(column, token box, sign-in button, message) of a sign-in form; element ids start with `id_prefix`."""
+    with gr.Column(visible=True) as box:
+        gr.Markdown(heading)
+        token = gr.Textbox(label=label, type="password", elem_id=f"{id_prefix}token")
+        button = gr.Button("Sign in", variant="primary", elem_id=f"{id_prefix}sign-in")
+        message = gr.Markdown(elem_id=f"{id_prefix}sign-in-msg")
+    return box, token, button, message
+
+
 def build_app(judging: Judging) -> gr.Blocks:
     with gr.Blocks(title="Firefly judge", analytics_enabled=False) as demo:
         who = gr.State(None)  # Annotator | None, server side
         saved_token = gr.BrowserState("", storage_key="firefly_judge_token", secret=judging.store.browser_key)
 
-        with gr.Column(visible=True) as signin_box:
-            gr.Markdown("## Firefly judge\nSign in with the token your coordinator gave you.")
-            token = gr.Textbox(label="Token", type="password", elem_id="token")
-            signin_btn = gr.Button("Sign in", variant="primary", elem_id="sign-in")
-            signin_msg = gr.Markdown(elem_id="sign-in-msg")
+        signin_box, token, signin_btn, signin_msg = signin_column(
+            "## Firefly judge\nSign in with the token your coordinator gave you.", "Token", "")
 
         with gr.Column(visible=False) as main_box:
             with gr.Row(equal_height=True):
@@ -261,11 +268,8 @@ def build_results_page(demo: gr.Blocks, judging: Judging) -> None:
     admin = gr.State(None)  # Annotator (an admin) | None, server side
     saved_token = gr.BrowserState("", storage_key="firefly_judge_admin_token", secret=judging.store.browser_key)
     timer = gr.Timer(10, active=False)
-    with gr.Column(visible=True) as signin_box:
-        gr.Markdown("## Firefly judge: results\nSign in with an admin token.")
-        token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token")
-        signin_btn = gr.Button("Sign in", variant="primary", elem_id="admin-sign-in")
-        signin_msg = gr.Markdown(elem_id="admin-sign-in-msg")
+    signin_box, token, signin_btn, signin_msg = signin_column(
+        "## Firefly judge: results\nSign in with an admin token.", "Admin token", "admin-")
     with gr.Column(visible=False) as results_box:
         results_md = gr.Markdown(elem_id="results")
         refresh_btn = gr.Button("Refresh", size="sm", elem_id="refresh")
