@@ -93,12 +93,15 @@ def _run_stage(cfg, stage: str, n_datasets: int) -> None:
     minute importing it). A failed task is one line naming the traceback's file."""
     import traceback
 
+    from mmengine.config import Config
     from opencompass.partitioners import NaivePartitioner
     from opencompass.runners import LocalRunner
 
     work = Path(cfg["work_dir"])
     out_dir = work / ("predictions" if stage == "infer" else "results")
     tasks = NaivePartitioner(out_dir=str(out_dir) + "/", n=n_datasets)(cfg)
+    for task in tasks:  # the runner dumps each task's config; yapf-formatting it took half a 2-subject run
+        super(Config, task).__setattr__("_format_python_code", False)
     task_type = "OpenICLInferTask" if stage == "infer" else "OpenICLEvalTask"  # by registry name, as debug mode wants
     runner = LocalRunner(task=dict(type=task_type), max_num_workers=1, debug=True)
     try:
