@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
+from firefly_eval.prefix_ppl import common_prefix_len
 from firefly_train.errors import FireflyError
 
 MIN_SHARED_PREFIX = 64  # tokens; a shorter common prefix is not worth its own forward pass
@@ -61,15 +62,6 @@ def cached_templates():
         yield
 
 
-def _common_prefix_len(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
-    n = 0
-    for x, y in zip(a[:limit], b[:limit]):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def group_shared_prefixes(questions: list[_Question]) -> list[list[_Question]]:
     """Contexts sorted by tokens; runs of at least MIN_SHARING_QUESTIONS that share at least MIN_SHARED_PREFIX
     tokens (always leaving each context's last token, whose logits are scored) get `prefix_len` set. Returns
@@ -78,7 +70,8 @@ def group_shared_prefixes(questions: list[_Question]) -> list[list[_Question]]:
     for q in sorted(questions, key=lambda q: q.context):
         if runs:
             shared, members = runs[-1]
-            n = _common_prefix_len(members[0].context, q.context, min(shared, len(q.context) - 1))
+            limit = min(shared, len(q.context) - 1)
+            n = common_prefix_len([members[0].context[:limit], q.context[:limit]])
             if n >= MIN_SHARED_PREFIX:
                 runs[-1] = (n, members)
                 members.append(q)
