@@ -46,7 +46,9 @@ class ItemSampler:
 
         scores = logits.float() / self.temperature
         if self.top_p < 1.0:
-            sorted_scores, order = torch.sort(scores, dim=-1)
+            # stable: bf16 logits tie often, and an unstable (CUDA) sort orders tied tokens differently from
+            # one row position to another, which would move the top-p cut between equal scores
+            sorted_scores, order = torch.sort(scores, dim=-1, stable=True)
             drop_sorted = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1) <= 1 - self.top_p
             drop_sorted[:, -1] = False
             scores = scores.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))

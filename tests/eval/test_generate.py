@@ -344,3 +344,16 @@ def test_vllm_adapter_contract(tiny_llama, tmp_path, monkeypatch):
     assert all(set(r) == {"id", "answer", "seed", "tokens"} for r in rows_v + rows_h)
     assert [(r["answer"], r["seed"], r["tokens"]) for r in rows_v] == [
         (f"回答{k}", item_seed(42, i), 3) for k, i in enumerate(ids)]
+
+
+def test_top_p_cut_between_tied_scores_follows_token_order():
+    """bf16 logits tie often: the cut falls by token index (a stable sort), the same in every row position, so a
+    GPU's unstable sort cannot make an item's kept tokens depend on its row."""
+    import torch
+
+    from firefly_eval.sampling import ItemSampler
+
+    tied = torch.tensor([1.0, 1.0, 1.0, 1.0, -9.0])
+    batch = torch.stack([torch.randn(5), tied, torch.randn(5), tied])
+    kept = torch.isfinite(ItemSampler([0] * 4, 5, temperature=1.0, top_p=0.5, device="cpu").filtered_logits(batch))
+    assert kept[1].tolist() == kept[3].tolist() == [False, True, True, True, False]
