@@ -160,6 +160,17 @@ def benchmarks(cmmlu: list[BenchResult], leaderboard: list[BenchResult], label=_
     return fig
 
 
+def _bar_panel(ax, names: list[str], values: list[float], color: str, ylabel: str, title: str) -> None:
+    """One bar per name, each labelled with its value."""
+    bars = ax.bar(range(len(names)), values, 0.6, color=color)
+    ax.bar_label(bars, fmt="%.3f", padding=2)
+    ax.margins(y=0.12)
+    ax.set_xticks(list(range(len(names))), names)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+
+
 def bits_per_char(results: list[BenchResult], label=_as_is) -> Figure:
     """Left: bits per character per model (bar: mean over its runs; a dot per run/seed). Right: tokens per
     character of each model's tokenizer on the same text."""
@@ -168,22 +179,12 @@ def bits_per_char(results: list[BenchResult], label=_as_is) -> Figure:
     left, right = fig.subplots(1, 2)
     names = [label(name) for name, _ in groups]
     xs = range(len(groups))
-    bars = left.bar(xs, [bpc_mean(runs) for _, runs in groups], 0.6, color="#4c72b0", label="mean")
-    left.bar_label(bars, fmt="%.3f", padding=2)
-    left.margins(y=0.12)
+    _bar_panel(left, names, [bpc_mean(runs) for _, runs in groups], "#4c72b0", "bits per character",
+               "Held-out text: bits per character")
     for x, (_, runs) in zip(xs, groups):
         left.plot([x] * len(runs), [r.data["bits_per_char"] for r in runs], "o", color="black", markersize=4)
-    left.set_xticks(list(xs), names)
-    left.set_ylabel("bits per character")
-    left.set_title("Held-out text: bits per character")
-    left.grid(axis="y", alpha=0.3)
-    bars = right.bar(xs, [bpc_mean(runs, "tokens_per_char") for _, runs in groups], 0.6, color="#dd8452")
-    right.bar_label(bars, fmt="%.3f", padding=2)
-    right.margins(y=0.12)
-    right.set_xticks(list(xs), names)
-    right.set_ylabel("tokens per character")
-    right.set_title("Tokens per character (each model's tokenizer)")
-    right.grid(axis="y", alpha=0.3)
+    _bar_panel(right, names, [bpc_mean(runs, "tokens_per_char") for _, runs in groups], "#dd8452",
+               "tokens per character", "Tokens per character (each model's tokenizer)")
     return fig
 
 
