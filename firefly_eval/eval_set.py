@@ -140,6 +140,7 @@ def task_name(kind: str) -> str:
 _SEED_COLUMNS = {"kind": ("kind", "class"), "instruction": ("instruction", "question"),
                  "reference": ("reference", "output", "std_answer")}
 _ZIP_MAGIC = b"PK\x03\x04"
+_WHITESPACE = re.compile(r"\s*")  # skipped in place: slicing the text at every element is quadratic
 
 
 def _column(row: dict, field: str):
@@ -179,20 +180,19 @@ def _json_array_rows(path: Path) -> list[tuple[int, dict]]:
     except UnicodeDecodeError as e:
         raise InputError(path, f"not UTF-8 ({e.reason})") from None
     decoder, rows = json.JSONDecoder(), []
-    pos = len(text) - len(text.lstrip())
+    pos = _WHITESPACE.match(text).end()
     if not text.startswith("[", pos):
         raise InputError(path, "expected a JSON array of items ([{...}, ...]); one item a line is .jsonl",
                          line=text.count("\n", 0, pos) + 1)
     pos += 1
     while True:
-        pos += len(text[pos:]) - len(text[pos:].lstrip())
+        pos = _WHITESPACE.match(text, pos).end()
         if text.startswith("]", pos):
             break
         if rows:
             if not text.startswith(",", pos):
                 raise InputError(path, "invalid JSON: expected ',' or ']' between items", line=text.count("\n", 0, pos) + 1)
-            pos += 1
-            pos += len(text[pos:]) - len(text[pos:].lstrip())
+            pos = _WHITESPACE.match(text, pos + 1).end()
         lineno = text.count("\n", 0, pos) + 1
         try:
             obj, pos = decoder.raw_decode(text, pos)
