@@ -29,9 +29,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from firefly_train.errors import FireflyError
+from firefly_core.errors import FireflyError
+from firefly_core.provenance import library_versions
 
 DEFAULT_BLOCK = 1024
 
@@ -156,9 +156,9 @@ def _limit_chars(docs: list[str], max_chars: int | None) -> list[str]:
 
 
 def run(args) -> int:
+    from firefly_core.io import file_sha256
+    from firefly_core.models import default_device
     from firefly_eval import checkpoints, results
-    from firefly_train.io import file_sha256
-    from firefly_train.models import default_device
     from firefly_train.vocab.stats import read_corpus
 
     t0 = time.time()
@@ -180,7 +180,7 @@ def run(args) -> int:
     device = args.device or default_device()
     model, tokenizer, _ = checkpoints.load(args.ckpt, device=device)
     if args.tokenizer:
-        from firefly_train.models import load_tokenizer
+        from firefly_core.models import load_tokenizer
         from firefly_train.vocab.embeddings import resize_and_init
 
         grown = load_tokenizer(args.tokenizer)
@@ -191,7 +191,7 @@ def run(args) -> int:
     result = {"format": 1, "kind": "bits_per_char", "model": model_block,
               "text": {"path": str(args.text), "sha256": file_sha256(args.text), "max_chars": args.max_chars},
               **measured, "device": device, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-              "versions": results.versions(), "wall_time_s": round(time.time() - t0, 2)}
+              "versions": library_versions(), "wall_time_s": round(time.time() - t0, 2)}
     results.save(args.output, result)
     print(f"{args.ckpt}: {result['bits_per_char']:.4f} bits/char, {result['bits_per_byte']:.4f} bits/byte, "
           f"{result['tokens_per_char']:.3f} tokens/char ({result['chars']} chars, {result['tokens']} tokens) "

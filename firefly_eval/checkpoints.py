@@ -1,4 +1,4 @@
-"""The one place `--ckpt` is resolved for evaluation (reuses `firefly_train.models`).
+"""The one place `--ckpt` is resolved for evaluation (reuses `firefly_core.models`).
 
 Accepted: an embedded alias, a full HF model folder, a `firefly-train` checkpoint or run folder (LoRA
 adapters are merged in memory onto their base; expanded vocabularies are handled).
@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from firefly_train.models import Checkpoint, load_for_inference, resolve_checkpoint
+from firefly_core.models import Checkpoint, load_for_inference, resolve_checkpoint
 
 
 def describe(ckpt: str) -> dict:

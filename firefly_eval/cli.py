@@ -1,7 +1,7 @@
 """`firefly-eval`: parse, dispatch, nothing else."""
 import sys
 
-from firefly_train.cli_common import main_for
+from firefly_core.cli import main_for
 
 COMMANDS = {
     "cmmlu": ("firefly_eval.cmmlu", "CMMLU 5-shot through OpenCompass"),

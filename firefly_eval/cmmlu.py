@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from firefly_train.errors import FireflyError
-
+from firefly_core.errors import FireflyError
+from firefly_core.provenance import library_versions
 from firefly_eval import cmmlu_data, results
 
 MINISET = Path(__file__).parent / "minisets" / "cmmlu"
@@ -196,7 +196,7 @@ def run(args) -> int:
     data_hash = cmmlu_data.data_hash(data_dir, subjects)
     work = Path(args.work_dir) if args.work_dir else results.resume_dir(output, "opencompass", {
         "model": checkpoints.fingerprint(args.ckpt), "data": data_hash, "subjects": subjects, "mode": args.mode,
-        "limit": args.limit, "max_seq_len": args.max_seq_len, "engine": args.engine, "dtype": args.dtype, "versions": results.versions()})
+        "limit": args.limit, "max_seq_len": args.max_seq_len, "engine": args.engine, "dtype": args.dtype, "versions": library_versions()})
     done = [s for s in subjects if (work / "predictions" / MODEL_ABBR / f"cmmlu-{s}.json").is_file()]
     if done:
         print(f"resuming {work}: {len(done)} of {len(subjects)} subjects already predicted", file=sys.stderr)
@@ -211,7 +211,7 @@ def run(args) -> int:
         "average": scores["cmmlu"],
         "n_questions": sum(min(n, args.limit) if args.limit else n for n in counts.values()),
         "limit": args.limit, "data_dir": str(data_dir), "data_hash": data_hash,
-        "versions": results.versions(), "wall_time_s": round(time.time() - t0, 2),
+        "versions": library_versions(), "wall_time_s": round(time.time() - t0, 2),
         "opencompass_summary": str(summary_path.resolve()),
     }
     results.save(output, result)

@@ -10,8 +10,8 @@ import csv
 import hashlib
 from pathlib import Path
 
-from firefly_train.errors import FireflyError, InputError
-from firefly_train.io import file_sha256
+from firefly_core.errors import FireflyError, InputError
+from firefly_core.io import file_sha256
 
 HEADER = ["", "Question", "A", "B", "C", "D", "Answer"]
 LAYOUT = "{dev,test}/<subject>.csv with header ',Question,A,B,C,D,Answer'"
@@ -103,7 +103,7 @@ def subject_categories(data_dir: str | Path) -> tuple[dict, dict]:
     else the mapping OpenCompass ships (the same CMMLU `categories.py`)."""
     path = Path(data_dir) / "categories.json"
     if path.is_file():
-        from firefly_train.io import read_json
+        from firefly_core.io import read_json
 
         data = read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("subcategories"), dict) \

@@ -17,8 +17,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from firefly_train.errors import FireflyError, InputError
-from firefly_train.io import iter_jsonl, require
+from firefly_core.errors import FireflyError, InputError
+from firefly_core.io import iter_jsonl, require
 
 # The 13 tasks of the seed's 130-item set, in the seed's table order.
 TASKS = ("brainstorming", "classification", "closed_qa", "code", "extraction", "generation", "harmlessness",
@@ -363,7 +363,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from firefly_train.io import atomic_open
+    from firefly_core.io import atomic_open
 
     eval_set = load_set(args.set)
     counts = Counter(it.task for it in eval_set.items)

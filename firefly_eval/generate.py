@@ -19,8 +19,8 @@ import os
 import time
 from pathlib import Path
 
-from firefly_train.errors import FireflyError
-from firefly_train.io import append_jsonl
+from firefly_core.errors import FireflyError
+from firefly_core.io import append_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, help="answers .jsonl (resumed when it exists)")
     parser.add_argument("--model-name", help="name shown in tallies (default: the checkpoint's folder name)")
     parser.add_argument("--template", default="auto",
-                        help="chat template: 'auto' (the tokenizer's own) or a name from firefly_train.data.templates")
+                        help="chat template: 'auto' (the tokenizer's own) or a name from firefly_core.templates")
     parser.add_argument("--system", help="system prompt (default: none, or the template's own default)")
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--batch-size", default="auto",
@@ -112,7 +112,7 @@ def stop_token_ids(tokenizer, configured_eos, template) -> list[int]:
 
 
 def render_prompt(template, tokenizer, prompt: str, system: str | None) -> str:
-    from firefly_train.data.templates import render_conversation
+    from firefly_core.templates import render_conversation
 
     text, _ = render_conversation(template, tokenizer, system, [(prompt, None)])
     return text
@@ -318,8 +318,8 @@ def _vllm_answers(args, ck, prompts: list[str], seeds: list[int]):
     stop ids."""
     from transformers import GenerationConfig
 
-    from firefly_train.data.templates import get_template
-    from firefly_train.models import load_tokenizer
+    from firefly_core.models import load_tokenizer
+    from firefly_core.templates import get_template
 
     tokenizer = load_tokenizer(ck.tokenizer)
     template = get_template(args.template, tokenizer)
@@ -348,8 +348,8 @@ def _use_vllm(args, device: str, ck) -> bool:
 def run(args) -> int:
     from tqdm import tqdm
 
+    from firefly_core.models import default_device, resolve_checkpoint
     from firefly_eval.eval_set import load_set
-    from firefly_train.models import default_device, resolve_checkpoint
 
     batch_size = parse_batch_size(args.batch_size)
     if args.max_new_tokens < 1:
@@ -367,8 +367,8 @@ def run(args) -> int:
         return 0
     device = args.device or default_device()
     ck = resolve_checkpoint(args.ckpt)
+    from firefly_core.templates import get_template
     from firefly_eval.checkpoints import load
-    from firefly_train.data.templates import get_template
 
     started = time.time()
     seeds = [item_seed(args.seed, it.id) for it in pending]

@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from firefly_train.errors import FireflyError
-from firefly_train.io import file_sha256
-
+from firefly_core.errors import FireflyError
+from firefly_core.io import file_sha256
+from firefly_core.provenance import library_versions
 from firefly_eval import results
 
 TASKS_SRC = Path(__file__).parent / "tasks"
@@ -187,7 +187,7 @@ def run(args) -> int:
     gpu = torch.cuda.is_available()
     batch_size = args.batch_size or ("auto" if gpu else 8)
     cache = results.resume_dir(output, "lm-eval-cache", {"model": checkpoints.fingerprint(args.ckpt),
-                                                          "engine": args.engine, "versions": results.versions()})
+                                                          "engine": args.engine, "versions": library_versions()})
     cache = cache / "requests"
     model, tok, _ = checkpoints.load(args.ckpt)
     out = evaluate(model, tok, task_dir, tasks, args.limit, batch_size, cache, args.engine)
@@ -199,7 +199,7 @@ def run(args) -> int:
         "average": sum(s["value"] for s in scores.values()) / len(scores),
         "limit": args.limit, "engine": args.engine, "data_dir": str(data_dir),
         "data_hash": data_hash(data_dir, files),
-        "versions": results.versions(), "wall_time_s": round(time.time() - t0, 2),
+        "versions": library_versions(), "wall_time_s": round(time.time() - t0, 2),
     }
     results.save(output, result)
     rows = [(f"{t} ({s['shots']}-shot {s['metric']})", s["value"]) for t, s in scores.items()]

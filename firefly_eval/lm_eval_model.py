@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
+from firefly_core.errors import FireflyError
 from firefly_eval.prefix_ppl import common_prefix_len
-from firefly_train.errors import FireflyError
 
 MIN_SHARED_PREFIX = 64  # tokens; a shorter common prefix is not worth its own forward pass
 MIN_SHARING_QUESTIONS = 8  # fewer (random few-shot draws that happen to start alike) are batched with the rest

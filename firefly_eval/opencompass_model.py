@@ -37,8 +37,8 @@ class FireflyCausalLM(HuggingFaceBaseModel):
     def __init__(self, path: str, max_seq_len: int = 2048, tokenizer_only: bool = False,
                  generation_kwargs: dict | None = None, stop_words: list | None = None, prefix_cache: bool = False,
                  dtype: str | None = None, **other_kwargs):
+        from firefly_core.models import load_tokenizer, resolve_checkpoint
         from firefly_eval import checkpoints
-        from firefly_train.models import load_tokenizer, resolve_checkpoint
 
         self.logger = get_logger()
         self.path = path

@@ -1,25 +1,11 @@
-"""What `cmmlu` and `leaderboard` share: library versions, the result file, the printed table."""
+"""What `cmmlu` and `leaderboard` share: the result file, its resume folder, the printed table."""
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
-import sys
 from pathlib import Path
 
-from firefly_train.io import write_json
-
-LIBRARIES = ("torch", "transformers", "peft", "opencompass", "lm-eval", "datasets", "firefly")
-
-
-def versions() -> dict[str, str | None]:
-    out = {"python": sys.version.split()[0]}
-    for lib in LIBRARIES:
-        try:
-            out[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            out[lib] = None
-    return out
+from firefly_core.io import write_json
 
 
 def default_output(kind: str) -> Path:

@@ -11,9 +11,9 @@ from itertools import combinations
 
 import numpy as np
 
+from firefly_core.errors import FireflyError
 from firefly_eval import stats
 from firefly_eval.rules import resolve
-from firefly_train.errors import FireflyError
 
 OUTCOMES = ("win", "tie", "loss")
 SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
@@ -175,8 +175,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from firefly_core.io import write_json
     from firefly_eval.votes import read_meta, read_votes
-    from firefly_train.io import write_json
 
     if args.bootstrap < 100:
         raise FireflyError("--bootstrap needs at least 100 resamples")

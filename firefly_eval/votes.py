@@ -23,8 +23,8 @@ import time
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from firefly_train.errors import FireflyError, InputError
-from firefly_train.io import atomic_open
+from firefly_core.errors import FireflyError, InputError
+from firefly_core.io import atomic_open
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)

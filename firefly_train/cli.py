@@ -1,7 +1,7 @@
 """`firefly-train`: parse, dispatch, nothing else."""
 import sys
 
-from firefly_train.cli_common import main_for
+from firefly_core.cli import main_for
 
 COMMANDS = {
     "pretrain": ("firefly_train.recipes.pretrain", "QLoRA/LoRA/full continued pretraining on raw text"),

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from firefly_train.errors import FireflyError, InputError
+from firefly_core.errors import FireflyError, InputError
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def to_dict(cfg) -> dict:
 
 
 def save_config(cfg, path: str | Path) -> None:
-    from firefly_train.io import write_text
+    from firefly_core.io import write_text
 
     write_text(path, yaml.safe_dump(to_dict(cfg), allow_unicode=True, sort_keys=False))
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from firefly_train.errors import FireflyError
-from firefly_train.models import load_tokenizer, resolve_checkpoint
+from firefly_core.errors import FireflyError
+from firefly_core.models import load_tokenizer, resolve_checkpoint
 
 
 @dataclass

@@ -20,10 +20,8 @@ import os
 import platform
 import random
 import shutil
-import subprocess
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -31,15 +29,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from firefly_core.errors import FireflyError
+from firefly_core.io import append_jsonl, atomic_dir, write_json
+from firefly_core.models import CHECKPOINT_META, load_tokenizer
+from firefly_core.provenance import git_commit, library_versions
 from firefly_train import chunked_loss, lora
 from firefly_train.config import save_config
-from firefly_train.errors import FireflyError
-from firefly_train.io import append_jsonl, atomic_dir, write_json
-from firefly_train.models import CHECKPOINT_META, load_tokenizer
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
-LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "tokenizers", "firefly")
 
 
 def _now() -> str:
@@ -64,23 +62,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
-                             capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _versions() -> dict:
-    out = {}
-    for lib in LIBRARIES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[lib] = metadata.version(lib)
-    return out
 
 
 class BatchOrder:
@@ -311,8 +292,8 @@ class Trainer:
 
     def _run_info(self, started_at: str, finished: bool, final_loss: float | None) -> dict:
         info = {"format": 1, "kind": "train_run", "command": self.command, "base_model": self.src.base_ref,
-                "mode": self.cfg.mode, "data": self.data_stats.get("files", []), "versions": _versions(),
-                "git_commit": _git_commit(),
+                "mode": self.cfg.mode, "data": self.data_stats.get("files", []), "versions": library_versions(),
+                "git_commit": git_commit(),
                 "hardware": {"device": self.acc.device.type,
                              "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                              "n_gpus": self.acc.num_processes if self.acc.device.type == "cuda" else 0,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from firefly_core.errors import FireflyError
 from firefly_eval.votes import VoteStore
-from firefly_train.errors import FireflyError
 
 
 def add_arguments(parser) -> None:

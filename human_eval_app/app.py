@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from firefly_core.errors import FireflyError
 from firefly_eval.votes import Vote
-from firefly_train.errors import FireflyError
 from human_eval_app.render import answer_markdown, safe_markdown
 from human_eval_app.session import Annotator, Judging, Task
 

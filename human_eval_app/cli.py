@@ -1,7 +1,7 @@
 """`firefly-judge`: parse, dispatch, nothing else. The bare form `firefly-judge --set ...` means `serve`."""
 import sys
 
-from firefly_train.cli_common import main_for
+from firefly_core.cli import main_for
 
 COMMANDS = {
     "serve": ("human_eval_app.serve", "serve the blind pairwise judging app (binds 127.0.0.1 by default)"),

@@ -1,8 +1,8 @@
 """`firefly-judge export --db DB -o votes.csv`: every vote, one row each."""
 from __future__ import annotations
 
+from firefly_core.errors import FireflyError
 from firefly_eval.votes import read_votes, write_votes_csv
-from firefly_train.errors import FireflyError
 
 
 def add_arguments(parser) -> None:

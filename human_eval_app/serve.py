@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 
-from firefly_train.errors import FireflyError
+from firefly_core.errors import FireflyError
 
 log = logging.getLogger("firefly_judge")
 

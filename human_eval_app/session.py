@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from firefly_core.errors import FireflyError
 from firefly_eval import rules
-from firefly_eval.tally import format_table, tally
 from firefly_eval.eval_set import Answers, EvalSet, Item, load_answers, load_set
+from firefly_eval.tally import format_table, tally
 from firefly_eval.votes import Vote, VoteStore
-from firefly_train.errors import FireflyError
 from human_eval_app.render import safe_markdown
 
 CHOICE_OF = {"A": "left", "B": "right", "tie": "tie"}

@@ -43,7 +43,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     """The embedded default model as a local HF folder (converted once, cached under .cache/)."""
-    from firefly_train.models import resolve_model
+    from firefly_core.models import resolve_model
 
     return resolve_model("smollm2-135m")
 

@@ -118,11 +118,11 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 def run(args) -> dict:
     import torch
 
+    from firefly_core.models import default_device
+    from firefly_core.templates import get_template
     from firefly_eval.checkpoints import load
     from firefly_eval.eval_set import load_set
     from firefly_eval.generate import BatchedGenerator, item_seed, parse_batch_size, render_prompt, stop_token_ids
-    from firefly_train.data.templates import get_template
-    from firefly_train.models import default_device
 
     device = args.device or default_device()
     (model, tokenizer, _), load_s = _timed(lambda: load(str(args.model_dir), device=device), device)

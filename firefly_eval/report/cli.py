@@ -9,22 +9,19 @@ Model-level results take `LABEL=PATH` (or just PATH: the label is then the resul
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import shlex
-import subprocess
 from pathlib import Path
 
 from tqdm import tqdm
 
+from firefly_core.errors import FireflyError
+from firefly_core.io import write_text
+from firefly_core.provenance import git_commit, library_versions
 from firefly_eval.report import figures as figs
 from firefly_eval.report.collect import collect
 from firefly_eval.report.markdown import CAPTIONS, render
-from firefly_train.errors import FireflyError
-from firefly_train.io import write_text
-
-REPORT_LIBS = ["firefly", "matplotlib", "pyyaml"]
 
 
 def add_arguments(p) -> None:
@@ -50,18 +47,7 @@ def add_arguments(p) -> None:
 
 
 def environment() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    versions = {}
-    for lib in REPORT_LIBS:
-        try:
-            versions[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return {"git_commit": commit, "versions": versions,
+    return {"git_commit": git_commit(), "versions": library_versions(),
             "hardware": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, "
                         f"{os.cpu_count()} CPUs"}
 

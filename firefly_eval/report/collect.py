@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from firefly_train.errors import FireflyError, InputError
-from firefly_train.io import iter_jsonl, read_json, require
+from firefly_core.errors import FireflyError, InputError
+from firefly_core.io import iter_jsonl, read_json, require
 
 NUM = (int, float)
 CMMLU_CATEGORIES = ["STEM", "Humanities", "Social Science", "Other", "China specific"]

@@ -17,9 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
+from firefly_core.io import atomic_open  # noqa: E402
 from firefly_eval.report.collect import CMMLU_CATEGORIES, LEADERBOARD_TASKS, BenchResult, TrainRun  # noqa: E402
 from firefly_eval.report.tables import TASK_NAMES, bpc_groups, bpc_mean  # noqa: E402
-from firefly_train.io import atomic_open  # noqa: E402
 
 CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef]")
 # file names (lower case, without '-' and '_') of common CJK fonts, tried first: Debian's fonts-wqy-microhei and

@@ -9,8 +9,19 @@ from pathlib import Path
 
 from firefly_eval.report import tables
 from firefly_eval.report.collect import Inputs
-from firefly_eval.report.tables import (MISSING, Table, acc, bpc_groups, bpc_mean, bpc_spread, duration, interval, p_value, pct,
-                                        shown_path)
+from firefly_eval.report.tables import (
+    MISSING,
+    Table,
+    acc,
+    bpc_groups,
+    bpc_mean,
+    bpc_spread,
+    duration,
+    interval,
+    p_value,
+    pct,
+    shown_path,
+)
 
 PATH_FIELDS = {"base_model", "ckpt", "data_dir", "opencompass_summary", "set"}
 CAPTIONS = {

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
-from firefly_eval.report.collect import (CMMLU_CATEGORIES, LEADERBOARD_TASKS, Answers, BenchResult, Reference,
-                                         TrainRun)
+from firefly_eval.report.collect import CMMLU_CATEGORIES, LEADERBOARD_TASKS, Answers, BenchResult, Reference, TrainRun
 
 TASK_NAMES = {"arc_challenge": "ARC-Challenge", "hellaswag": "HellaSwag", "mmlu": "MMLU",
               "truthfulqa_mc2": "TruthfulQA"}

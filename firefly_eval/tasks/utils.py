@@ -7,15 +7,14 @@ YAML's `dataset_kwargs` (`data_dir`, and `subject` for MMLU). Bad rows raise `In
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import datasets
 from lm_eval.tasks.hellaswag.utils import process_docs as hellaswag_process_docs  # noqa: F401 (YAML)
 from lm_eval.tasks.truthfulqa.utils import process_results_mc2  # noqa: F401 (used by the YAML)
 
-from firefly_train.errors import FireflyError, InputError
-from firefly_train.io import iter_jsonl, read_json, require
+from firefly_core.errors import FireflyError, InputError
+from firefly_core.io import iter_jsonl, read_json, require
 
 LAYOUT = {
     "mmlu": "mmlu/{dev,test}/<subject>_{dev,test}.csv (hendrycks MMLU, no header: question,A,B,C,D,answer)",

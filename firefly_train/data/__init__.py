@@ -1,16 +1,15 @@
-"""Training data: raw-text blocks for continued pretraining, masked conversations for SFT, chat
-templates, and batch collation.
+"""Training data: raw-text blocks for continued pretraining, masked conversations for SFT, and batch
+collation (the chat templates live in `firefly_core.templates`: generation uses them too).
 
 - `pretrain.py`: find `.jsonl`/`.txt`/`.csv` corpora, tokenize once (cached on disk), pack into blocks.
 - `sft.py`: read Firefly / `messages` JSONL, encode with a template, truncate turn-aware.
-- `templates.py`: the chat-template registry and `encode_conversation` (loss on assistant replies only).
 - `collate.py`: padded batches or packed rows (position ids restart per sample, no cross-sample attention).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from firefly_train.errors import FireflyError, InputError
+from firefly_core.errors import FireflyError, InputError
 
 
 def expand_paths(paths: list[str], suffixes: tuple[str, ...], what: str) -> list[Path]:

@@ -12,7 +12,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from transformers import DataCollatorWithFlattening
 
-from firefly_train.data.templates import IGNORE_INDEX
+from firefly_core.templates import IGNORE_INDEX
 
 _flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
 

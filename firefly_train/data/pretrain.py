@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from firefly_core.errors import FireflyError, InputError
+from firefly_core.io import atomic_open, file_sha256, iter_jsonl, require
 from firefly_train.data import expand_paths
-from firefly_train.errors import FireflyError, InputError
-from firefly_train.io import atomic_open, file_sha256, iter_jsonl, require
 
 SUFFIXES = (".jsonl", ".txt", ".csv")
 CACHE_VERSION = 1

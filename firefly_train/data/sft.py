@@ -13,10 +13,10 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from firefly_core.errors import InputError
+from firefly_core.io import file_sha256, iter_jsonl, require
+from firefly_core.templates import IGNORE_INDEX, ChatTemplate, encode_conversation
 from firefly_train.data import expand_paths
-from firefly_train.data.templates import IGNORE_INDEX, ChatTemplate, encode_conversation
-from firefly_train.errors import InputError
-from firefly_train.io import file_sha256, iter_jsonl, require
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`firefly-train merge --ckpt CKPT_OR_RUN -o OUT`: fold a LoRA adapter (and trained embeddings) into its base.
 
-The base is resized to the checkpoint's vocab_size BEFORE the adapter is loaded, so an expanded
-vocabulary never hits peft's embedding size-mismatch error; model and tokenizer are saved atomically.
+The merge itself is `firefly_core.models.load_merged` (inference uses the same one); model and tokenizer
+are saved atomically.
 """
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from firefly_train.errors import FireflyError
-from firefly_train.io import atomic_dir
-from firefly_train.models import load_tokenizer, resolve_checkpoint
+from firefly_core.errors import FireflyError
+from firefly_core.io import atomic_dir
+from firefly_core.models import load_merged, resolve_checkpoint
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -23,18 +23,10 @@ def add_arguments(p):
 
 
 def merge(ckpt_ref: str, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     ck = resolve_checkpoint(ckpt_ref)
     if ck.adapter is None:
         raise FireflyError(f"{ckpt_ref} is not a LoRA checkpoint (nothing to merge)")
-    tokenizer = load_tokenizer(ck.tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(str(ck.base), dtype=dtype)
-    vocab = ck.meta.get("vocab_size", len(tokenizer))
-    if model.get_input_embeddings().weight.shape[0] != vocab:
-        model.resize_token_embeddings(vocab, mean_resizing=False)  # rows come from the adapter
-    model = PeftModel.from_pretrained(model, str(ck.adapter)).merge_and_unload()
+    model, tokenizer = load_merged(ck, dtype)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

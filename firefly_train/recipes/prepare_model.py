@@ -1,5 +1,5 @@
 """`firefly-train prepare-model REF`: resolve (and for embedded aliases, convert once) a model; print its folder."""
-from firefly_train.models import DEFAULT_MODEL, resolve_model
+from firefly_core.models import DEFAULT_MODEL, resolve_model
 
 
 def add_arguments(p):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from firefly_train.models import cache_dir
+from firefly_core.models import cache_dir
 from firefly_train.recipes.train_common import ACCEPTS_OVERRIDES, add_arguments, train_or_print_keys  # noqa: F401
 from firefly_train.train_config import PretrainConfig
 

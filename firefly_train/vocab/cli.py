@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from firefly_train.errors import FireflyError
+from firefly_core.errors import FireflyError
 
 
 def add_arguments(p) -> None:
@@ -61,7 +61,7 @@ def run(args) -> int:
     elif args.vocab_command == "merge":
         _merge(args)
     else:
-        from firefly_train.io import write_json
+        from firefly_core.io import write_json
         from firefly_train.vocab.stats import format_table, measure
 
         result = measure(args.tokenizer, args.corpus)

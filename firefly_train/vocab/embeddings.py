@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from firefly_train.errors import FireflyError
+from firefly_core.errors import FireflyError
 
 METHODS = ("pieces", "mean", "random")
 

@@ -24,8 +24,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from firefly_train.errors import FireflyError, InputError
-from firefly_train.io import atomic_dir, write_json
+from firefly_core.errors import FireflyError, InputError
+from firefly_core.io import atomic_dir, write_json
 from firefly_train.vocab.merge_sp import NORMAL, load_proto
 from firefly_train.vocab.stats import tokenizer_kind
 

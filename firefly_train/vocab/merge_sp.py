@@ -18,19 +18,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from firefly_train.errors import FireflyError
-from firefly_train.io import atomic_dir, write_json
+from firefly_core.errors import FireflyError
+from firefly_core.io import atomic_dir, write_json
+from firefly_core.models import CHECK_TEXTS
 
 log = logging.getLogger(__name__)
 NORMAL, RESERVED = 1, 3
 OUTLIER_SCORE = -1e8  # Llama scores runs of spaces -1e9; those never compete with Chinese pieces
-CHECK_TEXTS = [
-    "The quick brown fox jumps over the lazy dog in 2024, doesn't it?",
-    "def main(argv=None) -> int:\n    return 0  # done",
-    "人工智能正在改变我们的生活，北京时间4月12日，中国科学院发布了新的研究成果。",
-    "混合文本 mixed text：GPU 显存 80GB，训练 3 个 epoch。",
-    " A leading space,  two inside,\n  and an indented line.",
-]
 
 
 def load_proto(path: str | Path):

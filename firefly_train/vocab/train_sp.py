@@ -7,8 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from firefly_train.errors import FireflyError
-from firefly_train.io import atomic_dir, write_json
+from firefly_core.errors import FireflyError
+from firefly_core.io import atomic_dir, write_json
 from firefly_train.vocab.stats import read_corpus
 
 log = logging.getLogger(__name__)

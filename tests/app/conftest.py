@@ -167,8 +167,9 @@ class HttpSession:
     Gradio frontend sends and receives). `raw` keeps every byte received, to search for leaks."""
 
     def __init__(self, url: str):
-        import requests
         import uuid
+
+        import requests
 
         self.url, self.http = url, requests.Session()
         self.http.trust_env = False
@@ -236,6 +237,20 @@ def settle(page):
     page.wait_for_function("() => !document.body.innerText.includes('processing |')")
 
 
+def reopen(page, tries=3):
+    """Reload a page after a server restart. Gradio's page polls a lost server every 2 s and reloads itself once
+    it answers again; when that reload lands during ours, chromium aborts ours (net::ERR_ABORTED), so go again."""
+    from playwright.sync_api import Error
+
+    for attempt in range(tries):
+        try:
+            page.goto(page.url)
+            return
+        except Error as e:
+            if "ERR_ABORTED" not in str(e) or attempt == tries - 1:
+                raise
+
+
 @pytest.fixture(scope="session")
 def kit():
     """The helpers above, as a fixture: test modules cannot import conftest under --import-mode=importlib."""
@@ -243,5 +258,5 @@ def kit():
 
     return SimpleNamespace(MODELS=MODELS, write_set=write_set, write_answers=write_answers,
                            write_answer_file=write_answer_file, make_judge_files=make_judge_files,
-                           add_annotator=add_annotator, Server=Server, HttpSession=HttpSession, settle=settle,
+                           add_annotator=add_annotator, Server=Server, HttpSession=HttpSession, settle=settle, reopen=reopen,
                            judge_cmd=judge_cmd, judge_env=judge_env, REPO=REPO)

@@ -77,11 +77,11 @@ def test_sign_in_vote_reload_resume_and_admin_tally(judge_files, server_factory,
     shutil.copy(db, copy)  # the main file alone holds every vote
     assert sqlite3.connect(copy).execute("SELECT count(*) FROM votes").fetchone()[0] == 5
     server.start()
-    page.reload()  # the remembered token still opens (its key is kept in the database): nobody is signed out
+    kit.reopen(page)  # the remembered token still opens (its key is kept in the database): nobody is signed out
     page.wait_for_selector("#status:has-text('5 / 12')")
     kit.settle(page)
     assert page.inner_text("#prompt") == shown and not page.is_visible("#sign-in")
-    admin.reload()
+    kit.reopen(admin)
     admin.wait_for_selector("#results:has-text('5 votes')")
 
     page.click("#sign-out")  # forgets the token: a reload shows the sign-in form again

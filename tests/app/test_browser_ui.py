@@ -7,8 +7,8 @@ import re
 import pandas as pd
 import pytest
 
-from firefly_eval.votes import read_votes
 from firefly_eval.eval_set import load_set
+from firefly_eval.votes import read_votes
 
 pytestmark = pytest.mark.browser
 

@@ -109,7 +109,7 @@ def test_campaign_3_annotators_130_items_with_a_restart(tmp_path, kit, browser):
     assert server.terminate() == 0  # the restart
     server.start()
     for name, page in pages.items():  # a reload signs each in again from the remembered token
-        page.reload()
+        kit.reopen(page)
         page.wait_for_selector(f"#status:has-text('{name} · 65 / 130')")
         kit.settle(page)
         assert not page.is_visible("#sign-in")

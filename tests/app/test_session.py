@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from firefly_train.errors import FireflyError
+from firefly_core.errors import FireflyError
 from human_eval_app.session import Judging
 
 MODELS = ("model-base-7f3", "model-tuned-9c1")  # as in conftest.py

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
+from firefly_core.errors import FireflyError, InputError
 from firefly_eval.votes import Vote, VoteStore, all_pairs, read_meta, read_votes, token_hash
-from firefly_train.errors import FireflyError, InputError
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from firefly_core.errors import FireflyError
 from firefly_eval import cmmlu, cmmlu_data
 from firefly_eval.cli import main
-from firefly_train.errors import FireflyError
 
 MINI = Path(__file__).resolve().parents[2] / "firefly_eval" / "minisets" / "cmmlu"
 

@@ -4,10 +4,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from firefly_core.errors import FireflyError, InputError
 from firefly_eval.cli import main
-from firefly_eval.eval_set import (SEED_KINDS, TASKS, content_hash, load_answers, load_set, task_name,
-                                   validate_set)
-from firefly_train.errors import FireflyError, InputError
+from firefly_eval.eval_set import SEED_KINDS, TASKS, content_hash, load_answers, load_set, task_name, validate_set
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny_set.jsonl"

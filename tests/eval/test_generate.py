@@ -6,11 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from firefly_core.errors import FireflyError
 from firefly_eval.cli import main
 from firefly_eval.eval_set import load_answers, load_set
-from firefly_eval.generate import (BatchedGenerator, auto_batch_size, default_model_name, item_seed, parse_batch_size,
-                                   plan_batches, render_prompt)
-from firefly_train.errors import FireflyError
+from firefly_eval.generate import (
+    BatchedGenerator,
+    auto_batch_size,
+    default_model_name,
+    item_seed,
+    parse_batch_size,
+    plan_batches,
+    render_prompt,
+)
 
 TINY = Path(__file__).parent / "fixtures" / "tiny_set.jsonl"
 
@@ -149,8 +156,8 @@ def test_batch_size_flag_and_plan():
 @pytest.fixture(scope="module")
 def tiny_model(tiny_llama):
     """The tiny Llama, float32 on the CPU, with its tokenizer and the tiny set's prompts (chatml)."""
+    from firefly_core.templates import get_template
     from firefly_eval.checkpoints import load
-    from firefly_train.data.templates import get_template
 
     model, tok, _ = load(str(tiny_llama), device="cpu")
     template = get_template("chatml", tok)

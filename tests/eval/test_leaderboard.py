@@ -152,8 +152,8 @@ def test_rerun_scores_nothing_twice(tiny_llama, tmp_path, monkeypatch):
 def test_truthfulqa_file_is_v0_when_present_and_the_revised_set_only_without_it(tmp_path):
     import shutil
 
+    from firefly_core.errors import FireflyError
     from firefly_eval.tasks import utils
-    from firefly_train.errors import FireflyError
 
     data = Path(shutil.copytree(MINI, tmp_path / "english"))
     assert utils.truthfulqa_file(data) == data / "truthfulqa" / "mc_task.json"  # no v0/: the revised set

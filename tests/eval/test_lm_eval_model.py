@@ -5,8 +5,14 @@ from pathlib import Path
 import pytest
 
 from firefly_eval import leaderboard
-from firefly_eval.lm_eval_model import MIN_SHARED_PREFIX, MIN_SHARING_QUESTIONS, FireflyLM, _Question, \
-    cached_templates, group_shared_prefixes
+from firefly_eval.lm_eval_model import (
+    MIN_SHARED_PREFIX,
+    MIN_SHARING_QUESTIONS,
+    FireflyLM,
+    _Question,
+    cached_templates,
+    group_shared_prefixes,
+)
 
 MINI = Path(__file__).resolve().parents[2] / "firefly_eval" / "minisets" / "english"
 

@@ -1,8 +1,7 @@
 import pytest
 
 from firefly_eval.eval_set import Item
-from firefly_eval.rules import (auto_correct, check, chosen_option, is_chinese_text, last_number, resolve,
-                                wrong_language)
+from firefly_eval.rules import auto_correct, check, chosen_option, is_chinese_text, last_number, resolve, wrong_language
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -2,7 +2,8 @@ import math
 
 import numpy as np
 import pytest
-from scipy import optimize, stats as sps
+from scipy import optimize
+from scipy import stats as sps
 
 from firefly_eval import stats
 

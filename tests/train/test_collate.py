@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from firefly_core.templates import encode_conversation, get_template
 from firefly_train.data.collate import packed_collate, pad_collate
-from firefly_train.data.templates import encode_conversation, get_template
 
 X = -100
 
@@ -33,7 +33,7 @@ def test_packed_collate_exact():
 def test_packed_loss_equals_unpacked_loss(tiny_llama, attn):
     from transformers import AutoModelForCausalLM
 
-    from firefly_train.models import load_tokenizer
+    from firefly_core.models import load_tokenizer
 
     tok = load_tokenizer(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32, attn_implementation=attn).eval()

@@ -2,8 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from firefly_core.errors import FireflyError
 from firefly_train.config import load_config, parse_overrides
-from firefly_train.errors import FireflyError
 
 
 @dataclass

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from firefly_core.errors import FireflyError
+from firefly_core.models import load_tokenizer
 from firefly_train.config import load_config
-from firefly_train.errors import FireflyError
 from firefly_train.lora import build_model, keep_activations, resolve_sources
-from firefly_train.models import load_tokenizer
 from firefly_train.train_config import PretrainConfig
 
 

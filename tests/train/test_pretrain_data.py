@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from firefly_core.errors import FireflyError, InputError
 from firefly_train.data import pretrain
 from firefly_train.data.pretrain import build_pretrain_blocks, find_text_files, read_documents
-from firefly_train.errors import FireflyError, InputError
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 DOCS = ["长江是中国第一长河。", "The Moon orbits the Earth.", "光合作用释放氧气，\n为生物提供食物。", "一二三四五六七八九十"]
@@ -17,7 +17,7 @@ DOCS = ["长江是中国第一长河。", "The Moon orbits the Earth.", "光合�
 
 @pytest.fixture(scope="module")
 def tok(smollm2):
-    from firefly_train.models import load_tokenizer
+    from firefly_core.models import load_tokenizer
 
     return load_tokenizer(smollm2)
 

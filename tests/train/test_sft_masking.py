@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from firefly_core.errors import FireflyError, InputError
+from firefly_core.templates import IGNORE_INDEX, encode_conversation, get_template
 from firefly_train.data.sft import build_sft_dataset, load_conversations, truncate_turns
-from firefly_train.data.templates import IGNORE_INDEX, encode_conversation, get_template
-from firefly_train.errors import FireflyError, InputError
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 X = IGNORE_INDEX
@@ -16,7 +16,7 @@ X = IGNORE_INDEX
 
 @pytest.fixture(scope="module")
 def tok(smollm2):
-    from firefly_train.models import load_tokenizer
+    from firefly_core.models import load_tokenizer
 
     return load_tokenizer(smollm2)
 
@@ -28,7 +28,7 @@ def write_jsonl(path: Path, rows) -> Path:
 
 
 def test_both_formats(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [
+    write_jsonl(tmp_path / "a.jsonl", [
         {"system": "S", "conversation": [{"human": "h1", "assistant": "a1"}, {"human": "h2", "assistant": "a2"}]},
         {"messages": [{"role": "system", "content": "S2"}, {"role": "user", "content": "u"},
                       {"role": "assistant", "content": "v"}]},

@@ -3,8 +3,8 @@ import json
 import shutil
 from pathlib import Path
 
+from firefly_core.models import load_tokenizer
 from firefly_train.config import load_config
-from firefly_train.models import load_tokenizer
 from firefly_train.recipes.sft import conversations, packing_supported
 from firefly_train.train_config import SftConfig
 

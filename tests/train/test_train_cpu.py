@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from firefly_core.models import load_for_inference
 from firefly_train.cli import main
-from firefly_train.models import load_for_inference
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"

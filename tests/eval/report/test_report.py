@@ -12,12 +12,12 @@ import yaml
 from PIL import Image
 from scipy import stats
 
+from firefly_core.errors import InputError
 from firefly_eval.cli import main
 from firefly_eval.report import figures
 from firefly_eval.report.cli import build_figures
 from firefly_eval.report.collect import CMMLU_CATEGORIES, LEADERBOARD_TASKS, collect
 from firefly_eval.report.tables import shown_path
-from firefly_train.errors import InputError
 
 FIX = Path(__file__).parent / "fixtures"
 RUNS = [FIX / "runs" / "pretrain", FIX / "runs" / "sft"]

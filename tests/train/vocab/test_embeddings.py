@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from firefly_train.errors import FireflyError
+from firefly_core.errors import FireflyError
 from firefly_train.vocab.embeddings import resize_and_init
 from firefly_train.vocab.merge_bpe import merge
 from firefly_train.vocab.train_sp import train

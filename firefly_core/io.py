@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from firefly_train.errors import InputError
+from firefly_core.errors import InputError
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from firefly_train.errors import FireflyError
+from firefly_core.errors import FireflyError
 
 
 def main_for(prog: str, description: str, commands: dict[str, tuple[str, str]], argv=None) -> int:

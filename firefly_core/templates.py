@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from firefly_train.errors import FireflyError
+from firefly_core.errors import FireflyError
 
 IGNORE_INDEX = -100
 

@@ -5,9 +5,15 @@ import copy
 
 import pytest
 
-from firefly_train.data.templates import (IGNORE_INDEX, TEMPLATES, encode_conversation, get_template, known_names,
-                                          render_conversation)
-from firefly_train.errors import FireflyError
+from firefly_core.errors import FireflyError
+from firefly_core.templates import (
+    IGNORE_INDEX,
+    TEMPLATES,
+    encode_conversation,
+    get_template,
+    known_names,
+    render_conversation,
+)
 
 SYSTEM = "你是一个乐于助人的助手。"
 TURNS = [("你好，你是谁？", "我是萤火虫助手。"),
@@ -17,7 +23,7 @@ TURNS = [("你好，你是谁？", "我是萤火虫助手。"),
 
 @pytest.fixture(scope="module")
 def tok(smollm2):
-    from firefly_train.models import load_tokenizer
+    from firefly_core.models import load_tokenizer
 
     return load_tokenizer(smollm2)
 
@@ -148,7 +154,7 @@ def test_llama2_template_equals_metas_reference_encoding(shared_data, folder, tm
     tokenizer and for `vocab merge`'s output (Llama 2 + the Chinese SentencePiece model)."""
     import sentencepiece as spm
 
-    from firefly_train.models import load_tokenizer
+    from firefly_core.models import load_tokenizer
     from firefly_train.vocab.merge_sp import merge
 
     path = shared_data / "tokenizers" / "llama2"

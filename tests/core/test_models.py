@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from firefly_train.errors import FireflyError
-from firefly_train.models import load_for_inference, resolve_checkpoint, resolve_model
+from firefly_core.errors import FireflyError
+from firefly_core.models import load_for_inference, resolve_checkpoint, resolve_model
 
 
 def test_embedded_alias_converts_to_hf_folder_and_generates(smollm2):
@@ -31,7 +31,7 @@ def test_hf_folder_resolves_to_itself(tiny_llama):
 
 @pytest.mark.shared_data
 def test_a_lossy_tokenizer_conversion_is_reported(shared_data, caplog):
-    from firefly_train.models import load_tokenizer
+    from firefly_core.models import load_tokenizer
 
     load_tokenizer(shared_data / "tokenizers" / "llama2")  # converts exactly: nothing to say
     assert "probe texts" not in caplog.text
