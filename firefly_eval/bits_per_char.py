@@ -31,7 +31,11 @@ import time
 from dataclasses import dataclass
 
 from firefly_core.errors import FireflyError
+from firefly_core.io import file_sha256
+from firefly_core.models import default_device, load_tokenizer
 from firefly_core.provenance import library_versions
+from firefly_eval import checkpoints, results
+from firefly_train.vocab.stats import read_corpus
 
 DEFAULT_BLOCK = 1024
 
@@ -156,11 +160,6 @@ def _limit_chars(docs: list[str], max_chars: int | None) -> list[str]:
 
 
 def run(args) -> int:
-    from firefly_core.io import file_sha256
-    from firefly_core.models import default_device
-    from firefly_eval import checkpoints, results
-    from firefly_train.vocab.stats import read_corpus
-
     t0 = time.time()
     if args.batch_size < 1:
         raise FireflyError("--batch-size must be at least 1")
@@ -180,7 +179,6 @@ def run(args) -> int:
     device = args.device or default_device()
     model, tokenizer, _ = checkpoints.load(args.ckpt, device=device)
     if args.tokenizer:
-        from firefly_core.models import load_tokenizer
         from firefly_train.vocab.embeddings import resize_and_init
 
         grown = load_tokenizer(args.tokenizer)

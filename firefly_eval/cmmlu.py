@@ -18,12 +18,11 @@ from pathlib import Path
 
 from firefly_core.errors import FireflyError
 from firefly_core.provenance import library_versions
-from firefly_eval import cmmlu_data, results
+from firefly_eval import checkpoints, cmmlu_data, results
+from firefly_eval.benchmarks import CMMLU_GROUPS, CMMLU_SHOTS
 
 MINISET = Path(__file__).parent / "minisets" / "cmmlu"
 MODEL_ABBR = "firefly"
-GROUP_NAMES = {"STEM": "cmmlu-stem", "Humanities": "cmmlu-humanities", "Social Science": "cmmlu-social-science",
-               "Other": "cmmlu-other", "China specific": "cmmlu-china-specific"}
 
 
 def add_arguments(p):
@@ -69,7 +68,7 @@ def dataset_configs(data_dir: Path, subjects: list[str], mode: str, limit: int |
 
 
 def summary_groups(data_dir: Path, subjects: list[str]) -> list[dict]:
-    groups = [{"name": GROUP_NAMES[cat], "subsets": [f"cmmlu-{s}" for s in members]}
+    groups = [{"name": CMMLU_GROUPS[cat], "subsets": [f"cmmlu-{s}" for s in members]}
               for cat, members in cmmlu_data.category_subjects(data_dir, subjects).items()]
     return groups + [{"name": "cmmlu", "subsets": [f"cmmlu-{s}" for s in subjects]}]
 
@@ -179,8 +178,6 @@ def run_opencompass(ckpt: str, data_dir: Path, subjects: list[str], mode: str, l
 
 
 def run(args) -> int:
-    from firefly_eval import checkpoints
-
     t0 = time.time()
     if args.limit is not None and args.limit < 1:
         raise FireflyError("--limit must be at least 1")
@@ -205,9 +202,9 @@ def run(args) -> int:
     scores = read_summary(summary_path)
     result = {
         "format": 1, "kind": "cmmlu", "model": model, "mode": args.mode, "engine": args.engine,
-        "shots": cmmlu_data.SHOTS,
+        "shots": CMMLU_SHOTS,
         "subjects": {s: scores[f"cmmlu-{s}"] for s in subjects},
-        "categories": {cat: scores.get(name) for cat, name in GROUP_NAMES.items()},
+        "categories": {cat: scores.get(name) for cat, name in CMMLU_GROUPS.items()},
         "average": scores["cmmlu"],
         "n_questions": sum(min(n, args.limit) if args.limit else n for n in counts.values()),
         "limit": args.limit, "data_dir": str(data_dir), "data_hash": data_hash,
@@ -216,6 +213,6 @@ def run(args) -> int:
     }
     results.save(output, result)
     rows = list(result["subjects"].items()) + [(f"[{c}]", v) for c, v in result["categories"].items()]
-    print(results.format_table(f"CMMLU ({args.mode}, 5-shot)", rows, ("average", result["average"])))
+    print(results.format_table(f"CMMLU ({args.mode}, {CMMLU_SHOTS}-shot)", rows, ("average", result["average"])))
     print(f"wrote {output} ({result['n_questions']} questions, {result['wall_time_s']:.0f} s)")
     return 0

@@ -11,12 +11,11 @@ import hashlib
 from pathlib import Path
 
 from firefly_core.errors import FireflyError, InputError
-from firefly_core.io import file_sha256
+from firefly_core.io import file_sha256, read_json
+from firefly_eval.benchmarks import CMMLU_CATEGORIES, CMMLU_SHOTS
 
 HEADER = ["", "Question", "A", "B", "C", "D", "Answer"]
 LAYOUT = "{dev,test}/<subject>.csv with header ',Question,A,B,C,D,Answer'"
-CATEGORIES = ("STEM", "Humanities", "Social Science", "Other", "China specific")
-SHOTS = 5
 
 
 def known_subjects() -> list[str]:
@@ -82,8 +81,8 @@ def check_data_dir(data_dir: str | Path, subjects: list[str] | None = None) -> d
     for s in chosen:
         dev = root / "dev" / f"{s}.csv"
         if not dev.is_file():
-            raise InputError(dev, f"missing: every test subject needs its {SHOTS} few-shot examples ({LAYOUT})")
-        validate_csv(dev, min_rows=SHOTS)
+            raise InputError(dev, f"missing: every test subject needs its {CMMLU_SHOTS} few-shot examples ({LAYOUT})")
+        validate_csv(dev, min_rows=CMMLU_SHOTS)
         counts[s] = validate_csv(root / "test" / f"{s}.csv")
     return counts
 
@@ -103,8 +102,6 @@ def subject_categories(data_dir: str | Path) -> tuple[dict, dict]:
     else the mapping OpenCompass ships (the same CMMLU `categories.py`)."""
     path = Path(data_dir) / "categories.json"
     if path.is_file():
-        from firefly_core.io import read_json
-
         data = read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("subcategories"), dict) \
                 or not isinstance(data.get("categories"), dict):
@@ -119,7 +116,7 @@ def category_subjects(data_dir: str | Path, subjects: list[str]) -> dict[str, li
     """{category: [evaluated subjects in it]} for the five CMMLU categories (a subject may be in two)."""
     subcats, cats = subject_categories(data_dir)
     out = {}
-    for cat in CATEGORIES:
+    for cat in CMMLU_CATEGORIES:
         members = [s for s in subjects if set(subcats.get(s, [])) & set(cats.get(cat, []))]
         if members:
             out[cat] = members

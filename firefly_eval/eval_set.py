@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from firefly_core.errors import FireflyError, InputError
-from firefly_core.io import iter_jsonl, require
+from firefly_core.io import atomic_open, iter_jsonl, require
 
 # The 13 tasks of the seed's 130-item set, in the seed's table order.
 TASKS = ("brainstorming", "classification", "closed_qa", "code", "extraction", "generation", "harmlessness",
@@ -363,8 +363,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from firefly_core.io import atomic_open
-
     eval_set = load_set(args.set)
     counts = Counter(it.task for it in eval_set.items)
     objective = Counter(it.task for it in eval_set.items if it.objective)

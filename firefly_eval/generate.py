@@ -21,6 +21,11 @@ from pathlib import Path
 
 from firefly_core.errors import FireflyError
 from firefly_core.io import append_jsonl
+from firefly_core.models import default_device, load_tokenizer, resolve_checkpoint
+from firefly_core.templates import get_template, render_conversation
+from firefly_eval import checkpoints
+from firefly_eval.eval_set import load_set, read_answer_lines
+from firefly_eval.sampling import ItemSampler
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +83,6 @@ def _header(args, eval_set, model_name: str) -> dict:
 
 def prepare_output(path: Path, eval_set, header: dict) -> set[str]:
     """Start or resume `path`: returns the ids already answered (a torn last line is truncated away)."""
-    from firefly_eval.eval_set import read_answer_lines
 
     if not path.exists() or b"\n" not in path.read_bytes():  # nothing, or only a torn header
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,8 +116,6 @@ def stop_token_ids(tokenizer, configured_eos, template) -> list[int]:
 
 
 def render_prompt(template, tokenizer, prompt: str, system: str | None) -> str:
-    from firefly_core.templates import render_conversation
-
     text, _ = render_conversation(template, tokenizer, system, [(prompt, None)])
     return text
 
@@ -279,7 +281,6 @@ class BatchedGenerator:
     def token_rows(self, seeds: list[int] | None, temperature: float = 0.35, top_p: float = 0.9):
         """Yields (index into texts, new tokens before the stop), batch by batch; greedy when `seeds` is None,
         else each prompt sampled with its seed (`firefly_eval.sampling.ItemSampler`)."""
-        from firefly_eval.sampling import ItemSampler
 
         vocab = self.model.get_output_embeddings().weight.shape[0]
         for batch in self.batches:
@@ -318,9 +319,6 @@ def _vllm_answers(args, ck, prompts: list[str], seeds: list[int]):
     stop ids."""
     from transformers import GenerationConfig
 
-    from firefly_core.models import load_tokenizer
-    from firefly_core.templates import get_template
-
     tokenizer = load_tokenizer(ck.tokenizer)
     template = get_template(args.template, tokenizer)
     try:
@@ -348,9 +346,6 @@ def _use_vllm(args, device: str, ck) -> bool:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from firefly_core.models import default_device, resolve_checkpoint
-    from firefly_eval.eval_set import load_set
-
     batch_size = parse_batch_size(args.batch_size)
     if args.max_new_tokens < 1:
         raise FireflyError("--max-new-tokens must be at least 1")
@@ -367,8 +362,6 @@ def run(args) -> int:
         return 0
     device = args.device or default_device()
     ck = resolve_checkpoint(args.ckpt)
-    from firefly_core.templates import get_template
-    from firefly_eval.checkpoints import load
 
     started = time.time()
     seeds = [item_seed(args.seed, it.id) for it in pending]
@@ -376,7 +369,7 @@ def run(args) -> int:
     if _use_vllm(args, device, ck):
         answers = _vllm_answers(args, ck, [it.prompt for it in pending], seeds)
     else:
-        model, tokenizer, _ = load(args.ckpt, device=device)
+        model, tokenizer, _ = checkpoints.load(args.ckpt, device=device)
         template = get_template(args.template, tokenizer)
         stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id, template)
         texts = [render_prompt(template, tokenizer, it.prompt, args.system) for it in pending]

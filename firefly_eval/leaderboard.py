@@ -18,17 +18,11 @@ from pathlib import Path
 from firefly_core.errors import FireflyError
 from firefly_core.io import file_sha256
 from firefly_core.provenance import library_versions
-from firefly_eval import results
+from firefly_eval import checkpoints, results
+from firefly_eval.benchmarks import LEADERBOARD
 
 TASKS_SRC = Path(__file__).parent / "tasks"
 MINISET = Path(__file__).parent / "minisets" / "english"
-# our name -> (lm-eval task in the rendered folder, metric, shots)
-TASKS = {
-    "arc_challenge": ("ff_arc_challenge", "acc_norm", 25),
-    "hellaswag": ("ff_hellaswag", "acc_norm", 10),
-    "mmlu": ("ff_mmlu", "acc", 5),
-    "truthfulqa_mc2": ("ff_truthfulqa_mc2", "acc", 0),
-}
 ENGINES = ("firefly", "hf")
 
 
@@ -38,8 +32,8 @@ def add_arguments(p):
     p.add_argument("--data-dir", default=str(MINISET),
                    help="folder with mmlu/, arc_challenge/, hellaswag/, truthfulqa/ (the original files; "
                         "default: the project's tiny smoke set)")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), metavar="TASK",
-                   help=f"any of {', '.join(TASKS)} (default: all four)")
+    p.add_argument("--tasks", nargs="+", default=list(LEADERBOARD), metavar="TASK",
+                   help=f"any of {', '.join(LEADERBOARD)} (default: all four)")
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate only the first N questions of each task (of each MMLU subject)")
     p.add_argument("--batch-size", default=None,
@@ -52,8 +46,8 @@ def add_arguments(p):
 
 def check_tasks(names: list[str]) -> list[str]:
     for name in names:
-        if name not in TASKS:
-            raise FireflyError(f"unknown task '{name}': choose from {', '.join(TASKS)}")
+        if name not in LEADERBOARD:
+            raise FireflyError(f"unknown task '{name}': choose from {', '.join(LEADERBOARD)}")
     return list(dict.fromkeys(names))
 
 
@@ -141,7 +135,7 @@ def evaluate(model, tokenizer, task_dir: Path, tasks: list[str], limit: int | No
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
     with cached_templates() if engine == "firefly" else contextlib.nullcontext():
-        return simple_evaluate(model=lm, tasks=[TASKS[t][0] for t in tasks], task_manager=manager, limit=limit,
+        return simple_evaluate(model=lm, tasks=[LEADERBOARD[t].lm_eval_task for t in tasks], task_manager=manager, limit=limit,
                                log_samples=log_samples, use_cache=None if cache is None else str(cache))
 
 
@@ -149,7 +143,8 @@ def task_scores(out: dict, tasks: list[str]) -> dict:
     """simple_evaluate's output -> our per-task block (percentages)."""
     scores = {}
     for t in tasks:
-        name, metric, shots = TASKS[t]
+        task = LEADERBOARD[t]
+        name, metric = task.lm_eval_task, task.lm_eval_metric
         row = out["results"][name]
         stderr = row.get(f"{metric}_stderr,none")
         if t == "mmlu":
@@ -157,15 +152,14 @@ def task_scores(out: dict, tasks: list[str]) -> dict:
             n = sum(out["n-samples"][s]["effective"] for s in subtasks)
         else:
             n = out["n-samples"][name]["effective"]
-        scores[t] = {"metric": "mc2" if t == "truthfulqa_mc2" else metric, "value": 100 * row[f"{metric},none"],
-                     "stderr": 100 * stderr if isinstance(stderr, (int, float)) else None, "shots": shots, "n": n}
+        scores[t] = {"metric": task.metric, "value": 100 * row[f"{metric},none"],
+                     "stderr": 100 * stderr if isinstance(stderr, (int, float)) else None, "shots": task.shots, "n": n}
     return scores
 
 
 def run(args) -> int:
     import torch
 
-    from firefly_eval import checkpoints
     from firefly_eval.tasks import utils
 
     t0 = time.time()

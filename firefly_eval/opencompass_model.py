@@ -27,6 +27,8 @@ from opencompass.models.huggingface_above_v4_33 import HuggingFaceBaseModel, _co
 from opencompass.registry import MODELS
 from opencompass.utils.logging import get_logger
 
+from firefly_core.models import load_tokenizer, resolve_checkpoint
+from firefly_eval import checkpoints
 from firefly_eval.prefix_ppl import PrefixCachedPPL
 
 
@@ -37,9 +39,6 @@ class FireflyCausalLM(HuggingFaceBaseModel):
     def __init__(self, path: str, max_seq_len: int = 2048, tokenizer_only: bool = False,
                  generation_kwargs: dict | None = None, stop_words: list | None = None, prefix_cache: bool = False,
                  dtype: str | None = None, **other_kwargs):
-        from firefly_core.models import load_tokenizer, resolve_checkpoint
-        from firefly_eval import checkpoints
-
         self.logger = get_logger()
         self.path = path
         self.tokenizer_only = tokenizer_only

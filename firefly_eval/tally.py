@@ -12,8 +12,11 @@ from itertools import combinations
 import numpy as np
 
 from firefly_core.errors import FireflyError
+from firefly_core.io import write_json
 from firefly_eval import stats
+from firefly_eval.eval_set import load_set
 from firefly_eval.rules import resolve
+from firefly_eval.votes import read_meta, read_votes
 
 OUTCOMES = ("win", "tie", "loss")
 SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
@@ -175,16 +178,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from firefly_core.io import write_json
-    from firefly_eval.votes import read_meta, read_votes
-
     if args.bootstrap < 100:
         raise FireflyError("--bootstrap needs at least 100 resamples")
     meta = read_meta(args.db)
     objective = None
     if args.set_path:
-        from firefly_eval.eval_set import load_set
-
         eval_set = load_set(args.set_path)
         if eval_set.hash != meta["set_hash"]:
             raise FireflyError(f"{args.db} was made for set {meta['set_id']} (set_hash {meta['set_hash'][:12]}), "

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from firefly_core.errors import FireflyError, InputError
+from firefly_core.io import write_text
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -89,6 +90,10 @@ def _build(cls, data: dict, where: str):
     if unknown:
         raise FireflyError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(hints[k], v, f"{where}: key '{k}'") for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        low = f.metadata.get("min")
+        if f.name in kwargs and low is not None and kwargs[f.name] < low:
+            raise FireflyError(f"{where}: key '{f.name}' must be at least {low}, got {kwargs[f.name]}")
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -123,8 +128,6 @@ def to_dict(cfg) -> dict:
 
 
 def save_config(cfg, path: str | Path) -> None:
-    from firefly_core.io import write_text
-
     write_text(path, yaml.safe_dump(to_dict(cfg), allow_unicode=True, sort_keys=False))
 
 

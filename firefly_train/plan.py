@@ -23,6 +23,7 @@ from pathlib import Path
 from torch import nn
 
 from firefly_core.errors import FireflyError
+from firefly_core.models import load_tokenizer, resolve_checkpoint
 from firefly_train.chunked_loss import MODEL_TYPES
 
 GIB = 1024 ** 3
@@ -37,8 +38,6 @@ def load_model_config(ref: str, vocab_size: int | None):
         data = json.loads(path.read_text(encoding="utf-8"))
         config = AutoConfig.for_model(data.pop("model_type", "llama"), **data)
     else:
-        from firefly_core.models import resolve_checkpoint
-
         config = AutoConfig.from_pretrained(str(resolve_checkpoint(ref).base))
     if vocab_size:
         config.vocab_size = vocab_size
@@ -48,7 +47,6 @@ def load_model_config(ref: str, vocab_size: int | None):
 def _vocab_of(cfg) -> int | None:
     if not cfg.tokenizer:
         return None
-    from firefly_core.models import load_tokenizer
 
     if not Path(cfg.tokenizer).is_dir():
         raise FireflyError(f"tokenizer folder {cfg.tokenizer} not found (give plan --vocab_size N instead)")

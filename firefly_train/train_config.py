@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
-def _help(text: str, default=None, factory=None):
+def _help(text: str, default=None, factory=None, minimum=None):
+    """A documented key; `minimum`: the smallest value `load_config` accepts."""
+    metadata = {"help": text} if minimum is None else {"help": text, "min": minimum}
     if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -40,8 +42,8 @@ class TrainConfig:
     train_embeddings: bool = _help("train embed_tokens and lm_head in full (needed after vocabulary expansion)",
                                    False)
     max_seq_length: int = _help("tokens per training sequence", 1024)
-    micro_batch_size: int = _help("sequences per device per forward pass", 8)
-    gradient_accumulation_steps: int = _help("micro-batches per optimizer step", 1)
+    micro_batch_size: int = _help("sequences per device per forward pass", 8, minimum=1)
+    gradient_accumulation_steps: int = _help("micro-batches per optimizer step", 1, minimum=1)
     num_epochs: float = _help("passes over the data (ignored when max_steps > 0)", 1.0)
     max_steps: int = _help("optimizer steps to run; 0 = derive from num_epochs", 0)
     learning_rate: float = _help("peak learning rate", 2e-4)
@@ -66,10 +68,10 @@ class TrainConfig:
     loss_chunk_tokens: int = _help(
         "compute the loss on labelled positions only, this many at a time under checkpointing, so the "
         "full logits tensor (tokens x vocabulary, in fp32) never exists; 0 = transformers' loss on the full "
-        "logits. Used for the model types in firefly_train.chunked_loss.MODEL_TYPES", 2048)
+        "logits. Used for the model types in firefly_train.chunked_loss.MODEL_TYPES", 2048, minimum=0)
     seed: int = _help("seed for initialisation, dropout and data order", 42)
-    logging_steps: int = _help("log loss every N optimizer steps (loss.jsonl, TensorBoard)", 1)
-    save_steps: int = _help("write a resumable checkpoint every N optimizer steps", 500)
+    logging_steps: int = _help("log loss every N optimizer steps (loss.jsonl, TensorBoard)", 1, minimum=1)
+    save_steps: int = _help("write a resumable checkpoint every N optimizer steps", 500, minimum=1)
     save_total_limit: int = _help("keep at most N checkpoints (oldest deleted); 0 = keep all", 3)
     resume: str = _help("auto: continue from the newest complete checkpoint in output_dir; never: refuse a "
                         "folder with checkpoints; or a checkpoint folder", "auto")

@@ -91,11 +91,6 @@ class Trainer:
             raise FireflyError("no output folder: give -o/--output_dir or output_dir in the config")
         if not cfg.data:
             raise FireflyError("no training data: set data: [FILES] in the config or --data FILE")
-        for key in ("micro_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
-            if getattr(cfg, key) < 1:
-                raise FireflyError(f"config key '{key}' must be at least 1, got {getattr(cfg, key)}")
-        if cfg.loss_chunk_tokens < 0:
-            raise FireflyError(f"config key 'loss_chunk_tokens' must be 0 (off) or positive, got {cfg.loss_chunk_tokens}")
         self.cfg, self.command = cfg, command
         self.out = Path(cfg.output_dir)
         self.resume_from = self._find_resume()

@@ -11,13 +11,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from firefly_eval.benchmarks import LEADERBOARD
+
 
 def add_arguments(p) -> None:
-    from firefly_eval import leaderboard
-
     p.add_argument("--data-dir", type=Path, required=True,
                    help="folder with mmlu/, arc_challenge/, hellaswag/, truthfulqa/")
-    p.add_argument("--tasks", nargs="+", default=list(leaderboard.TASKS), choices=list(leaderboard.TASKS))
+    p.add_argument("--tasks", nargs="+", default=list(LEADERBOARD), choices=list(LEADERBOARD))
     p.add_argument("--limit", type=int, default=None, help="questions per task (per MMLU subject) for both paths")
     p.add_argument("--batch-size", default=None, help="both paths (default: auto on a GPU, 8 on the CPU)")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bf16 on a GPU")
@@ -52,7 +52,7 @@ def _timed(name, model, tok, task_dir, args, engine, batch_size, limit) -> tuple
         torch.cuda.empty_cache()
     n = sum(len(s["resps"]) for samples in out["samples"].values() for s in samples)
     row = {"seconds": seconds, "requests": n, "requests_per_s": n / seconds,
-           **{t: out["results"][leaderboard.TASKS[t][0]][f"{leaderboard.TASKS[t][1]},none"] for t in args.tasks}}
+           **{t: out["results"][LEADERBOARD[t].lm_eval_task][f"{LEADERBOARD[t].lm_eval_metric},none"] for t in args.tasks}}
     print(f"[{name}] {n} requests in {seconds:.1f} s", flush=True)
     return row, out
 

@@ -13,10 +13,9 @@ import yaml
 
 from firefly_core.errors import FireflyError, InputError
 from firefly_core.io import iter_jsonl, read_json, require
+from firefly_eval.benchmarks import CMMLU_CATEGORIES, LEADERBOARD_TASKS
 
 NUM = (int, float)
-CMMLU_CATEGORIES = ["STEM", "Humanities", "Social Science", "Other", "China specific"]
-LEADERBOARD_TASKS = ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"]
 
 
 def _number(obj: dict, key: str, path, line=None, *, optional=False, where: str | None = None):

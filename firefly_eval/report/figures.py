@@ -18,8 +18,9 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
 from firefly_core.io import atomic_open  # noqa: E402
-from firefly_eval.report.collect import CMMLU_CATEGORIES, LEADERBOARD_TASKS, BenchResult, TrainRun  # noqa: E402
-from firefly_eval.report.tables import TASK_NAMES, bpc_groups, bpc_mean  # noqa: E402
+from firefly_eval.benchmarks import CMMLU_CATEGORIES, LEADERBOARD, LEADERBOARD_TASKS  # noqa: E402
+from firefly_eval.report.collect import BenchResult, TrainRun  # noqa: E402
+from firefly_eval.report.tables import bpc_groups, bpc_mean  # noqa: E402
 
 CJK = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef]")
 # file names (lower case, without '-' and '_') of common CJK fonts, tried first: Debian's fonts-wqy-microhei and
@@ -144,7 +145,7 @@ def benchmarks(cmmlu: list[BenchResult], leaderboard: list[BenchResult], label=_
         return None
     fig = Figure(figsize=(7 * len(panels), 3.8), dpi=100, layout="constrained")
     for ax, (results, title, keys, get) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        names = [TASK_NAMES.get(k, k) for k in keys] + ["Average"]
+        names = [LEADERBOARD[k].display if k in LEADERBOARD else k for k in keys] + ["Average"]
         width = 0.8 / len(results)
         for i, r in enumerate(results):
             values = [get(r, k) for k in keys] + [r.data["average"]]

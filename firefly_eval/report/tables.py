@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
-from firefly_eval.report.collect import CMMLU_CATEGORIES, LEADERBOARD_TASKS, Answers, BenchResult, Reference, TrainRun
+from firefly_eval.benchmarks import CMMLU_CATEGORIES, LEADERBOARD, LEADERBOARD_TASKS
+from firefly_eval.report.collect import Answers, BenchResult, Reference, TrainRun
 
-TASK_NAMES = {"arc_challenge": "ARC-Challenge", "hellaswag": "HellaSwag", "mmlu": "MMLU",
-              "truthfulqa_mc2": "TruthfulQA"}
 MISSING = "–"
 
 
@@ -109,7 +108,8 @@ def leaderboard(results: list[BenchResult], refs: list[Reference]) -> Table:
     headers = ["model"]
     for t in LEADERBOARD_TASKS:
         e = first.get(t)
-        headers.append(f"{TASK_NAMES[t]} ({e['shots']}-shot, {e['metric']})" if e else TASK_NAMES[t])
+        name = LEADERBOARD[t].display
+        headers.append(f"{name} ({e['shots']}-shot, {e['metric']})" if e else name)
     rows = []
     for r in results:
         cells = [r.label]

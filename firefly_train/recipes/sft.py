@@ -5,6 +5,9 @@ import json
 import logging
 from functools import partial
 
+from firefly_core.models import resolve_checkpoint
+from firefly_core.templates import get_template
+from firefly_train.data.sft import build_sft_dataset
 from firefly_train.recipes.train_common import ACCEPTS_OVERRIDES, add_arguments, train_or_print_keys  # noqa: F401
 from firefly_train.train_config import SftConfig
 
@@ -14,16 +17,13 @@ log = logging.getLogger(__name__)
 def packing_supported(model_ref: str) -> bool:
     """Packed rows rely on transformers' own attention masking (block-diagonal from position ids); a model
     with custom modelling code (config.json `auto_map`, e.g. Baichuan 2, InternLM 2) may not honour it."""
-    from firefly_core.models import resolve_checkpoint
 
     config = resolve_checkpoint(model_ref).base / "config.json"
     return not (config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8")))
 
 
 def conversations(cfg, tokenizer):
-    from firefly_core.templates import get_template
     from firefly_train.data.collate import packed_collate, pad_collate
-    from firefly_train.data.sft import build_sft_dataset
 
     items, stats = build_sft_dataset(cfg.data, tokenizer, get_template(cfg.template, tokenizer), cfg.max_seq_length)
     packing = cfg.packing and packing_supported(cfg.model)

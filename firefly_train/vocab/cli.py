@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from firefly_core.errors import FireflyError
+from firefly_core.io import write_json
+from firefly_train.vocab import merge_bpe, merge_sp
+from firefly_train.vocab.stats import format_table, measure, resolve_tokenizer_path, tokenizer_kind
+from firefly_train.vocab.train_sp import MODEL_NAME, train
 
 
 def add_arguments(p) -> None:
@@ -30,9 +34,6 @@ def add_arguments(p) -> None:
 
 
 def _merge(args) -> None:
-    from firefly_train.vocab import merge_bpe, merge_sp
-    from firefly_train.vocab.stats import resolve_tokenizer_path, tokenizer_kind
-
     if args.pad_to_multiple_of is not None and args.pad_to_multiple_of < 1:
         raise FireflyError(f"--pad-to-multiple-of must be positive, got {args.pad_to_multiple_of}")
     base = resolve_tokenizer_path(args.base)
@@ -53,17 +54,12 @@ def _merge(args) -> None:
 
 def run(args) -> int:
     if args.vocab_command == "train":
-        from firefly_train.vocab.train_sp import MODEL_NAME, train
-
         info = train(args.corpus, args.vocab_size, args.output, args.model_type)
         print(f"{info['vocab_size']} pieces ({info['model_type']}) from {info['chars']} chars in "
               f"{info['train_seconds']} s -> {Path(args.output) / MODEL_NAME}.model")
     elif args.vocab_command == "merge":
         _merge(args)
     else:
-        from firefly_core.io import write_json
-        from firefly_train.vocab.stats import format_table, measure
-
         result = measure(args.tokenizer, args.corpus)
         print(format_table(result))
         if args.json:

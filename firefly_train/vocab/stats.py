@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 from firefly_core.errors import FireflyError, InputError
 from firefly_core.io import iter_jsonl, require
+from firefly_core.models import EMBEDDED, resolve_model
 
 SP_MODEL = "tokenizer.model"
 BATCH = 256
@@ -101,7 +102,6 @@ def _has_bytelevel(pre) -> bool:
 
 def resolve_tokenizer_path(ref: str) -> Path:
     """A path as given, or an embedded model alias (its cached HF folder)."""
-    from firefly_core.models import EMBEDDED, resolve_model
 
     return resolve_model(ref) if ref in EMBEDDED and not Path(ref).exists() else Path(ref)
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from firefly_eval import leaderboard
+from firefly_eval.benchmarks import LEADERBOARD
 from firefly_eval.cli import main
 
 MINI = Path(__file__).resolve().parents[2] / "firefly_eval" / "minisets" / "english"
@@ -19,7 +20,7 @@ def _tasks(task_dir):
     from lm_eval.tasks import TaskManager, get_task_dict
 
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-    names = [leaderboard.TASKS[t][0] for t in leaderboard.TASKS]
+    names = [t.lm_eval_task for t in LEADERBOARD.values()]
     flat = {}
 
     def walk(d):
@@ -95,7 +96,7 @@ def test_leaderboard_equals_direct_lm_eval_run(tiny_llama, tmp_path, capsys, eng
     ours = json.loads(out.read_text())
     assert "average" in capsys.readouterr().out
     direct = simple_evaluate(model="hf", model_args=f"pretrained={tiny_llama},dtype=float32", device="cpu",
-                             tasks=[t for t, _, _ in leaderboard.TASKS.values()], batch_size=8, limit=3,
+                             tasks=[t.lm_eval_task for t in LEADERBOARD.values()], batch_size=8, limit=3,
                              task_manager=TaskManager(include_path=str(tmp_path / "lb.tasks"),
                                                       include_defaults=False))
     expected = {"arc_challenge": direct["results"]["ff_arc_challenge"]["acc_norm,none"],
@@ -123,7 +124,7 @@ def test_smoke_on_shared_data_embedded_model(shared_data, tmp_path):
     assert main(["leaderboard", "--ckpt", "smollm2-135m", "--data-dir", str(shared_data / "english"),
                  "--limit", "2", "-o", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert set(result["tasks"]) == set(leaderboard.TASKS)
+    assert set(result["tasks"]) == set(LEADERBOARD)
     assert result["tasks"]["mmlu"]["n"] == 114 and result["tasks"]["arc_challenge"]["n"] == 2
     assert all(0 <= t["value"] <= 100 for t in result["tasks"].values())
 

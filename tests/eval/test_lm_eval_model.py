@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from firefly_eval import leaderboard
+from firefly_eval.benchmarks import LEADERBOARD
 from firefly_eval.lm_eval_model import (
     MIN_SHARED_PREFIX,
     MIN_SHARING_QUESTIONS,
@@ -42,7 +43,7 @@ def _instances(task_dir: Path, limit: int | None, names=None) -> list:
     def walk(d):
         for v in d.values():
             walk(v) if isinstance(v, dict) else flat.append(v)
-    walk(get_task_dict(names or [t for t, _, _ in leaderboard.TASKS.values()], manager))
+    walk(get_task_dict(names or [t.lm_eval_task for t in LEADERBOARD.values()], manager))
     out = []
     for task in flat:
         task.build_all_requests(limit=limit)
@@ -128,7 +129,7 @@ def test_simple_evaluate_requests_and_metrics_equal(loaded, tmp_path):
     within 1e-6."""
     model, tok = loaded
     task_dir = leaderboard.render_tasks(MINI, tmp_path / "tasks")
-    tasks = list(leaderboard.TASKS)
+    tasks = list(LEADERBOARD)
     stock = leaderboard.evaluate(model, tok, task_dir, tasks, None, 8, engine="hf", log_samples=True)
     ours = leaderboard.evaluate(model, tok, task_dir, tasks, None, 8, engine="firefly", log_samples=True)
     a, b = _resps(stock), _resps(ours)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from firefly_eval import cmmlu_data, leaderboard
+from firefly_eval.benchmarks import CMMLU_CATEGORIES, LEADERBOARD
 from firefly_eval.tasks import utils
 
 MINI = Path(__file__).resolve().parents[2] / "firefly_eval" / "minisets"
@@ -23,12 +24,12 @@ def test_cmmlu_categories_json_has_cmmlu_shape_and_covers_all_five():
     cats = json.loads((MINI / "cmmlu" / "categories.json").read_text(encoding="utf-8"))
     assert set(cats) == {"name_en2zh", "subcategories", "categories"}
     assert sorted(cats["subcategories"]) == SUBJECTS
-    assert list(cmmlu_data.category_subjects(MINI / "cmmlu", SUBJECTS)) == list(cmmlu_data.CATEGORIES)
+    assert list(cmmlu_data.category_subjects(MINI / "cmmlu", SUBJECTS)) == CMMLU_CATEGORIES
 
 
 def test_english_minisets_load_with_expected_sizes():
     d = MINI / "english"
-    files = leaderboard.check_data(d, list(leaderboard.TASKS))
+    files = leaderboard.check_data(d, list(LEADERBOARD))
     assert len(files) == 2 * 2 + 2 + 1 + 1
     assert utils.mmlu_subjects(d) == ["elementary_mathematics", "high_school_geography"]
     assert {k: len(v) for k, v in utils.load_mmlu(str(d), "elementary_mathematics").items()} == {"dev": 5, "test": 4}
