@@ -12,6 +12,8 @@ Handlers return `{component: update}` dicts: only what changes is sent.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 
 from firefly_core.errors import FireflyError
@@ -80,184 +82,192 @@ def signin_column(heading: str, label: str, id_prefix: str):
     return box, token, button, message
 
 
-def build_app(judging: Judging) -> gr.Blocks:
-    with gr.Blocks(title="Firefly judge", analytics_enabled=False) as demo:
-        who = gr.State(None)  # Annotator | None, server side
-        saved_token = gr.BrowserState("", storage_key="firefly_judge_token", secret=judging.store.browser_key)
+# Components that only trigger events or carry input; every other component of the judging page is an output
+# of every event, so a handler may update any of them by returning it in its dict.
+TRIGGERS = frozenset({"token", "signin_btn", "signout_btn", "vote_a", "vote_tie", "vote_b", "skip_btn"})
 
-        signin_box, token, signin_btn, signin_msg = signin_column(
-            "## Firefly judge\nSign in with the token your coordinator gave you.", "Token", "")
 
-        with gr.Column(visible=False) as main_box:
-            with gr.Row(equal_height=True):
-                status = gr.Markdown(elem_id="status")
-                notice = gr.Markdown(elem_id="notice")
-                back_btn = gr.Button("← Change last vote", size="sm", scale=0, elem_id="back", interactive=False)
-                signout_btn = gr.Button("Sign out", size="sm", scale=0, elem_id="sign-out")
-            with gr.Column(visible=True, elem_id="judge-box") as judge_box:
-                task_md = gr.Markdown(elem_id="task")
-                prompt_md = gr.Markdown(elem_id="prompt", sanitize_html=True, line_breaks=True)
-                reference_md = gr.Markdown(visible=False, elem_id="reference", sanitize_html=True, line_breaks=True)
-                with gr.Row(equal_height=False):  # the panes have one fixed height: top-aligned, same size
-                    panes = {}
-                    for side in ("a", "b"):
-                        with gr.Column():
-                            gr.Markdown(f"### {side.upper()}")
-                            panes[f"answer_{side}"] = gr.Markdown(
-                                elem_id=f"answer-{side}", elem_classes="answer-pane", sanitize_html=True,
-                                line_breaks=True, height=ANSWER_HEIGHT)
-                            panes[f"flag_{side}"] = gr.Markdown(elem_id=f"flag-{side}")
-                            panes[f"correct_{side}"] = gr.Radio(VERDICTS, label=f"{side.upper()} correct?",
-                                                                visible=False, elem_id=f"{side}-correct")
-                            panes[f"lang_{side}"] = gr.Checkbox(
-                                label=f"{side.upper()} is not in Chinese (wrong language: {side.upper()} loses)",
-                                visible=False, elem_id=f"{side}-wrong-language")
-                flag_a, answer_a, correct_a, lang_a = (panes[f"{k}_a"] for k in ("flag", "answer", "correct", "lang"))
-                flag_b, answer_b, correct_b, lang_b = (panes[f"{k}_b"] for k in ("flag", "answer", "correct", "lang"))
-                comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id="comment")
-                with gr.Column(elem_id="vote-bar"):
-                    with gr.Row():
-                        vote_a = gr.Button("A better [1]", variant="primary", elem_id="vote-a")
-                        vote_tie = gr.Button("Tie [2]", elem_id="vote-tie")
-                        vote_b = gr.Button("B better [3]", variant="primary", elem_id="vote-b")
-                        skip_btn = gr.Button("Skip [s]", variant="secondary", elem_id="skip")
-                    vote_msg = gr.Markdown(elem_id="vote-msg")
-                handle = gr.Textbox(visible="hidden", elem_id="handle")
-            with gr.Column(visible=False) as end_box:
-                end_md = gr.Markdown(elem_id="end")
+def judge_layout(judging: Judging) -> SimpleNamespace:
+    """Every component of the judging page, by name (a new widget is added here and nowhere else)."""
+    ui = SimpleNamespace()
+    ui.who = gr.State(None)  # Annotator | None, server side
+    ui.saved_token = gr.BrowserState("", storage_key="firefly_judge_token", secret=judging.store.browser_key)
+    ui.signin_box, ui.token, ui.signin_btn, ui.signin_msg = signin_column(
+        "## Firefly judge\nSign in with the token your coordinator gave you.", "Token", "")
+    with gr.Column(visible=False) as ui.main_box:
+        with gr.Row(equal_height=True):
+            ui.status = gr.Markdown(elem_id="status")
+            ui.notice = gr.Markdown(elem_id="notice")
+            ui.back_btn = gr.Button("← Change last vote", size="sm", scale=0, elem_id="back", interactive=False)
+            ui.signout_btn = gr.Button("Sign out", size="sm", scale=0, elem_id="sign-out")
+        with gr.Column(visible=True, elem_id="judge-box") as ui.judge_box:
+            ui.task_md = gr.Markdown(elem_id="task")
+            ui.prompt_md = gr.Markdown(elem_id="prompt", sanitize_html=True, line_breaks=True)
+            ui.reference_md = gr.Markdown(visible=False, elem_id="reference", sanitize_html=True, line_breaks=True)
+            with gr.Row(equal_height=False):  # the panes have one fixed height: top-aligned, same size
+                for side in ("a", "b"):
+                    with gr.Column():
+                        gr.Markdown(f"### {side.upper()}")
+                        setattr(ui, f"answer_{side}", gr.Markdown(
+                            elem_id=f"answer-{side}", elem_classes="answer-pane", sanitize_html=True,
+                            line_breaks=True, height=ANSWER_HEIGHT))
+                        setattr(ui, f"flag_{side}", gr.Markdown(elem_id=f"flag-{side}"))
+                        setattr(ui, f"correct_{side}", gr.Radio(VERDICTS, label=f"{side.upper()} correct?",
+                                                                visible=False, elem_id=f"{side}-correct"))
+                        setattr(ui, f"lang_{side}", gr.Checkbox(
+                            label=f"{side.upper()} is not in Chinese (wrong language: {side.upper()} loses)",
+                            visible=False, elem_id=f"{side}-wrong-language"))
+            ui.comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id="comment")
+            with gr.Column(elem_id="vote-bar"):
                 with gr.Row():
-                    revisit_btn = gr.Button("Revisit the skipped items", elem_id="revisit", visible=False)
-                    finish_btn = gr.Button("Finish", variant="primary", elem_id="finish", visible=False)
+                    ui.vote_a = gr.Button("A better [1]", variant="primary", elem_id="vote-a")
+                    ui.vote_tie = gr.Button("Tie [2]", elem_id="vote-tie")
+                    ui.vote_b = gr.Button("B better [3]", variant="primary", elem_id="vote-b")
+                    ui.skip_btn = gr.Button("Skip [s]", variant="secondary", elem_id="skip")
+                ui.vote_msg = gr.Markdown(elem_id="vote-msg")
+            ui.handle = gr.Textbox(visible="hidden", elem_id="handle")
+        with gr.Column(visible=False) as ui.end_box:
+            ui.end_md = gr.Markdown(elem_id="end")
+            with gr.Row():
+                ui.revisit_btn = gr.Button("Revisit the skipped items", elem_id="revisit", visible=False)
+                ui.finish_btn = gr.Button("Finish", variant="primary", elem_id="finish", visible=False)
+    return ui
 
-        screen = [signin_box, main_box, signin_msg, who, saved_token, status, notice, back_btn, judge_box, task_md,
-                  prompt_md, reference_md, flag_a, answer_a, correct_a, lang_a, flag_b, answer_b, correct_b, lang_b,
-                  comment, vote_msg, handle, end_box, end_md, revisit_btn, finish_btn]
 
-        def status_line(annotator: Annotator) -> str:
-            done, total = judging.progress(annotator.name)
-            skipped = judging.skipped_left(annotator.name)
-            return f"**{safe_markdown(annotator.name)}** · {done} / {total}" + (f" · {skipped} skipped" if skipped else "")
+def wire_judging(demo: gr.Blocks, ui: SimpleNamespace, judging: Judging) -> None:
+    """The judging page's events: each handler returns {component: update} for what changes."""
+    screen = [c for name, c in vars(ui).items() if name not in TRIGGERS]
 
-        def task_screen(annotator: Annotator, task: Task, notice_text: str, vote: Vote | None = None) -> dict:
-            """The task's page; with `vote`, the annotator's recorded vote on it, to change."""
-            view = judging.view(annotator.name, task, vote)
-            if view.voted:
-                notice_text = (f"Changing your last vote ({BUTTON_LABELS[view.voted]}): vote again to replace it, "
-                               "or Skip to keep it.")
-            objective = (" · objective: mark each answer correct or wrong; correctness decides, both right or "
-                         "both wrong is a tie") if view.objective else ""
-            reference = (f"**Reference answer** (to help you judge):\n\n{safe_markdown(view.reference)}"
-                         if view.reference else "**No reference answer:** judge correctness yourself.")
-            return {
-                status: status_line(annotator), notice: notice_text, back_btn: gr.update(interactive=view.done > 0),
-                judge_box: gr.update(visible=True), end_box: gr.update(visible=False),
-                task_md: f"Task: `{view.task}`{objective}", prompt_md: safe_markdown(view.prompt),
-                reference_md: gr.update(value=reference, visible=view.objective),
-                flag_a: _flag_text(view.a_script, "A", view.objective), answer_a: answer_markdown(view.answer_a),
-                correct_a: gr.update(value=_verdict(view.a_correct), visible=view.objective),
-                lang_a: gr.update(value=bool(view.a_wrong_language), visible=view.language_rule),
-                flag_b: _flag_text(view.b_script, "B", view.objective), answer_b: answer_markdown(view.answer_b),
-                correct_b: gr.update(value=_verdict(view.b_correct), visible=view.objective),
-                lang_b: gr.update(value=bool(view.b_wrong_language), visible=view.language_rule),
-                comment: view.comment, vote_msg: "", handle: view.handle,
-            }
+    def status_line(annotator: Annotator) -> str:
+        done, total = judging.progress(annotator.name)
+        skipped = judging.skipped_left(annotator.name)
+        return f"**{safe_markdown(annotator.name)}** · {done} / {total}" + (f" · {skipped} skipped" if skipped else "")
 
-        def end_screen(annotator: Annotator, notice_text: str, finished: bool = False) -> dict:
-            done, total = judging.progress(annotator.name)
-            skipped = judging.skipped_left(annotator.name)
-            if not skipped:
-                text = f"## All done\nYou judged all {total} items. Thank you!"
-            elif finished:
-                text = (f"## Finished\nYou judged {done} of {total} items; the {skipped} you skipped stay "
-                        "unjudged. Thank you! (You can still revisit them.)")
-            else:
-                text = (f"## Only skipped items are left\nYou judged {done} of {total} items; the {skipped} "
-                        "remaining were all skipped. Revisit them, or finish here.")
-            return {status: status_line(annotator), notice: notice_text, back_btn: gr.update(interactive=done > 0),
-                    judge_box: gr.update(visible=False), end_box: gr.update(visible=True), end_md: text,
-                    revisit_btn: gr.update(visible=bool(skipped)),
-                    finish_btn: gr.update(visible=bool(skipped) and not finished), handle: ""}
+    def task_screen(annotator: Annotator, task: Task, notice_text: str, vote: Vote | None = None) -> dict:
+        """The task's page; with `vote`, the annotator's recorded vote on it, to change."""
+        view = judging.view(annotator.name, task, vote)
+        if view.voted:
+            notice_text = (f"Changing your last vote ({BUTTON_LABELS[view.voted]}): vote again to replace it, "
+                           "or Skip to keep it.")
+        objective = (" · objective: mark each answer correct or wrong; correctness decides, both right or "
+                     "both wrong is a tie") if view.objective else ""
+        reference = (f"**Reference answer** (to help you judge):\n\n{safe_markdown(view.reference)}"
+                     if view.reference else "**No reference answer:** judge correctness yourself.")
+        return {
+            ui.status: status_line(annotator), ui.notice: notice_text,
+            ui.back_btn: gr.update(interactive=view.done > 0),
+            ui.judge_box: gr.update(visible=True), ui.end_box: gr.update(visible=False),
+            ui.task_md: f"Task: `{view.task}`{objective}", ui.prompt_md: safe_markdown(view.prompt),
+            ui.reference_md: gr.update(value=reference, visible=view.objective),
+            ui.flag_a: _flag_text(view.a_script, "A", view.objective), ui.answer_a: answer_markdown(view.answer_a),
+            ui.correct_a: gr.update(value=_verdict(view.a_correct), visible=view.objective),
+            ui.lang_a: gr.update(value=bool(view.a_wrong_language), visible=view.language_rule),
+            ui.flag_b: _flag_text(view.b_script, "B", view.objective), ui.answer_b: answer_markdown(view.answer_b),
+            ui.correct_b: gr.update(value=_verdict(view.b_correct), visible=view.objective),
+            ui.lang_b: gr.update(value=bool(view.b_wrong_language), visible=view.language_rule),
+            ui.comment: view.comment, ui.vote_msg: "", ui.handle: view.handle,
+        }
 
-        def current_screen(annotator: Annotator, notice_text: str = "") -> dict:
-            task = judging.next_task(annotator.name)
-            return task_screen(annotator, task, notice_text) if task else end_screen(annotator, notice_text)
+    def end_screen(annotator: Annotator, notice_text: str, finished: bool = False) -> dict:
+        done, total = judging.progress(annotator.name)
+        skipped = judging.skipped_left(annotator.name)
+        if not skipped:
+            text = f"## All done\nYou judged all {total} items. Thank you!"
+        elif finished:
+            text = (f"## Finished\nYou judged {done} of {total} items; the {skipped} you skipped stay "
+                    "unjudged. Thank you! (You can still revisit them.)")
+        else:
+            text = (f"## Only skipped items are left\nYou judged {done} of {total} items; the {skipped} "
+                    "remaining were all skipped. Revisit them, or finish here.")
+        return {ui.status: status_line(annotator), ui.notice: notice_text,
+                ui.back_btn: gr.update(interactive=done > 0), ui.judge_box: gr.update(visible=False),
+                ui.end_box: gr.update(visible=True), ui.end_md: text, ui.revisit_btn: gr.update(visible=bool(skipped)),
+                ui.finish_btn: gr.update(visible=bool(skipped) and not finished), ui.handle: ""}
 
-        def signed_in(annotator: Annotator | None, token_value: str, message: str) -> dict:
-            if annotator is None:
-                return {who: None, saved_token: SIGNED_OUT, signin_box: gr.update(visible=True),
-                        main_box: gr.update(visible=False), signin_msg: message, prompt_md: "", answer_a: "",
-                        answer_b: "", handle: ""}
-            return {who: annotator, saved_token: token_value, signin_box: gr.update(visible=False),
-                    main_box: gr.update(visible=True), signin_msg: "", **current_screen(annotator)}
+    def current_screen(annotator: Annotator, notice_text: str = "") -> dict:
+        task = judging.next_task(annotator.name)
+        return task_screen(annotator, task, notice_text) if task else end_screen(annotator, notice_text)
 
-        def sign_in(token_value: str):
-            annotator = judging.sign_in(token_value)
-            return signed_in(annotator, (token_value or "").strip(), "" if annotator else "Unknown token.")
+    def signed_in(annotator: Annotator | None, token_value: str, message: str) -> dict:
+        if annotator is None:
+            return {ui.who: None, ui.saved_token: SIGNED_OUT, ui.signin_box: gr.update(visible=True),
+                    ui.main_box: gr.update(visible=False), ui.signin_msg: message, ui.prompt_md: "",
+                    ui.answer_a: "", ui.answer_b: "", ui.handle: ""}
+        return {ui.who: annotator, ui.saved_token: token_value, ui.signin_box: gr.update(visible=False),
+                ui.main_box: gr.update(visible=True), ui.signin_msg: "", **current_screen(annotator)}
 
-        def resume(stored_token: str):
-            if not stored_token:  # nothing to resume: change nothing, so a sign-in that beat this load stands
-                return {who: gr.skip()}
-            return signed_in(judging.sign_in(stored_token), stored_token, "")
+    def sign_in(token_value: str):
+        annotator = judging.sign_in(token_value)
+        return signed_in(annotator, (token_value or "").strip(), "" if annotator else "Unknown token.")
 
-        def sign_out():
-            return signed_in(None, "", "Signed out.")
+    def resume(stored_token: str):
+        if not stored_token:  # nothing to resume: change nothing, so a sign-in that beat this load stands
+            return {ui.who: gr.skip()}
+        return signed_in(judging.sign_in(stored_token), stored_token, "")
 
-        def require(annotator: Annotator | None) -> Annotator:
-            if annotator is None:
-                raise gr.Error("Sign in first.", print_exception=False)
-            return annotator
+    def sign_out():
+        return signed_in(None, "", "Signed out.")
 
-        def make_vote(choice: str):
-            def vote(handle_value, a_value, b_value, comment_value, a_lang, b_lang, annotator: Annotator | None):
-                annotator = require(annotator)
-                try:
-                    recorded = judging.vote(annotator.name, handle_value, choice,
-                                            None if a_value is None else a_value == VERDICTS[0],
-                                            None if b_value is None else b_value == VERDICTS[0], comment_value,
-                                            a_lang, b_lang)
-                except FireflyError as e:  # shown in one line by the buttons; the page stays as it is
-                    return {vote_msg: f"⚠ {safe_markdown(str(e))}"}
-                return current_screen(annotator, f"✓ Previous item saved: {judging.outcome_text(recorded)}.")
-            vote.__name__ = f"vote_{choice.lower()}"
-            return vote
+    def require(annotator: Annotator | None) -> Annotator:
+        if annotator is None:
+            raise gr.Error("Sign in first.", print_exception=False)
+        return annotator
 
-        def skip(handle_value, annotator: Annotator | None):
+    def make_vote(choice: str):
+        def vote(handle_value, a_value, b_value, comment_value, a_lang, b_lang, annotator: Annotator | None):
             annotator = require(annotator)
             try:
-                skipped = judging.skip(annotator.name, handle_value)
-            except FireflyError as e:
-                return {vote_msg: f"⚠ {safe_markdown(str(e))}"}
-            return current_screen(annotator, "Skipped: it comes back at the end." if skipped
-                                  else "Your vote on that item is kept as it was.")
+                recorded = judging.vote(annotator.name, handle_value, choice,
+                                        None if a_value is None else a_value == VERDICTS[0],
+                                        None if b_value is None else b_value == VERDICTS[0], comment_value,
+                                        a_lang, b_lang)
+            except FireflyError as e:  # shown in one line by the buttons; the page stays as it is
+                return {ui.vote_msg: f"⚠ {safe_markdown(str(e))}"}
+            return current_screen(annotator, f"✓ Previous item saved: {judging.outcome_text(recorded)}.")
+        vote.__name__ = f"vote_{choice.lower()}"
+        return vote
 
-        def back(annotator: Annotator | None):
-            annotator = require(annotator)
-            last = judging.last_vote(annotator.name)
-            if last is None:
-                return {notice: "No vote to change yet."}
-            task, vote = last
-            return task_screen(annotator, task, "", vote)
+    def skip(handle_value, annotator: Annotator | None):
+        annotator = require(annotator)
+        try:
+            skipped = judging.skip(annotator.name, handle_value)
+        except FireflyError as e:
+            return {ui.vote_msg: f"⚠ {safe_markdown(str(e))}"}
+        return current_screen(annotator, "Skipped: it comes back at the end." if skipped
+                              else "Your vote on that item is kept as it was.")
 
-        def revisit(annotator: Annotator | None):
-            annotator = require(annotator)
-            judging.revisit_skipped(annotator.name)
-            return current_screen(annotator, "The skipped items are back.")
+    def back(annotator: Annotator | None):
+        annotator = require(annotator)
+        last = judging.last_vote(annotator.name)
+        if last is None:
+            return {ui.notice: "No vote to change yet."}
+        task, vote = last
+        return task_screen(annotator, task, "", vote)
 
-        def finish(annotator: Annotator | None):
-            return end_screen(require(annotator), "", finished=True)
+    def revisit(annotator: Annotator | None):
+        annotator = require(annotator)
+        judging.revisit_skipped(annotator.name)
+        return current_screen(annotator, "The skipped items are back.")
 
-        signin_btn.click(sign_in, [token], screen, api_name="sign_in")
-        token.submit(sign_in, [token], screen, api_visibility="private")
-        demo.load(resume, [saved_token], screen, api_visibility="private")
-        signout_btn.click(sign_out, None, screen, api_name="sign_out")
-        for button, choice in ((vote_a, "A"), (vote_tie, "tie"), (vote_b, "B")):
-            button.click(make_vote(choice), [handle, correct_a, correct_b, comment, lang_a, lang_b, who], screen,
-                         api_name=f"vote_{choice.lower()}", concurrency_limit=None)
-        skip_btn.click(skip, [handle, who], screen, api_name="skip", concurrency_limit=None)
-        back_btn.click(back, [who], screen, api_name="back")
-        revisit_btn.click(revisit, [who], screen, api_name="revisit_skipped")
-        finish_btn.click(finish, [who], screen, api_name="finish")
+    def finish(annotator: Annotator | None):
+        return end_screen(require(annotator), "", finished=True)
 
+    ui.signin_btn.click(sign_in, [ui.token], screen, api_name="sign_in")
+    ui.token.submit(sign_in, [ui.token], screen, api_visibility="private")
+    demo.load(resume, [ui.saved_token], screen, api_visibility="private")
+    ui.signout_btn.click(sign_out, None, screen, api_name="sign_out")
+    for button, choice in ((ui.vote_a, "A"), (ui.vote_tie, "tie"), (ui.vote_b, "B")):
+        button.click(make_vote(choice), [ui.handle, ui.correct_a, ui.correct_b, ui.comment, ui.lang_a, ui.lang_b,
+                                         ui.who], screen, api_name=f"vote_{choice.lower()}", concurrency_limit=None)
+    ui.skip_btn.click(skip, [ui.handle, ui.who], screen, api_name="skip", concurrency_limit=None)
+    ui.back_btn.click(back, [ui.who], screen, api_name="back")
+    ui.revisit_btn.click(revisit, [ui.who], screen, api_name="revisit_skipped")
+    ui.finish_btn.click(finish, [ui.who], screen, api_name="finish")
+
+
+def build_app(judging: Judging) -> gr.Blocks:
+    with gr.Blocks(title="Firefly judge", analytics_enabled=False) as demo:
+        wire_judging(demo, judge_layout(judging), judging)
     with demo.route("Results", RESULTS_PATH, show_in_navbar=False):
         build_results_page(demo, judging)
     return demo
