@@ -1,9 +1,11 @@
 """Training throughput: the Firefly-style QLoRA baseline against firefly-train's own step, same GPU, one run.
 
-The baseline is the code path users already have: transformers + peft + bitsandbytes NF4 (double quant,
-bf16 compute), gradient checkpointing, LoRA on all linear layers, embed_tokens/lm_head trained in full
-(peft modules_to_save), batches padded to their longest sequence, plain AdamW. Weights are random (speed
-does not depend on their values) and saved locally first. Prints tokens/s, peak memory and the ratio,
+The baseline is the code path Firefly users already have: transformers' `Trainer` with `bf16=True` (so bf16
+autocast), `gradient_checkpointing=True` and `optim="paged_adamw_32bit"`, over a bitsandbytes NF4 base (double
+quant, bf16 compute) prepared by peft's `prepare_model_for_kbit_training`, LoRA on all linear layers,
+embed_tokens/lm_head trained in full (peft modules_to_save), batches padded to their longest sequence. Both
+paths take learning rate, schedule, clipping, LoRA shape and seed from the same recipe. Weights are random
+(speed does not depend on their values) and saved locally first. Prints tokens/s, peak memory and the ratio,
 and with both paths how far their loss curves differ (same data, weights and seed; `--steps 50` for the
 issue's 50-step check).
 
@@ -68,31 +70,97 @@ def pad_batch(seqs, device):
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
-def baseline(model_dir: Path, kind: str, args) -> dict:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+def recipe_config(args, **overrides):
+    """The recipe both paths train with (learning rate, schedule, clipping, LoRA, seed), plus overrides."""
+    from firefly_train.config import load_config
+    from firefly_train.train_config import PretrainConfig
 
+    return load_config(PretrainConfig, args.recipe, {
+        "tokenizer": str(args.tokenizer), "data": ["synthetic"], "micro_batch_size": args.micro_batch,
+        "gradient_accumulation_steps": 1, "max_seq_length": args.seq, "gradient_checkpointing": args.checkpointing,
+        "max_steps": args.warmup + args.steps, "seed": args.seed, **overrides})
+
+
+def baseline(model_dir: Path, kind: str, args) -> dict:
+    """What Firefly users run: transformers' `Trainer(bf16=True, gradient_checkpointing=True,
+    optim="paged_adamw_32bit")` over an NF4 double-quant base prepared by `prepare_model_for_kbit_training`, LoRA
+    on all linear layers, embed_tokens/lm_head trained (peft modules_to_save), micro-batches padded to their
+    longest sequence. Same recipe values as the firefly path; the data in the same order (no shuffling)."""
+    import tempfile
+
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from torch.utils.data import SequentialSampler
+    from transformers import (AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainerCallback,
+                              TrainingArguments)
+
+    cfg = recipe_config(args)
+    cuda = torch.cuda.is_available()
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                            bnb_4bit_compute_dtype=torch.bfloat16)
     model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=q, dtype=torch.bfloat16,
-                                                 device_map={"": 0})
+                                                 device_map={"": 0 if cuda else "cpu"})
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.checkpointing)
-    lora = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
-                      modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM")
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules="all-linear", modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM")
     torch.manual_seed(args.seed)  # LoRA init; firefly-train seeds the same way (cfg.seed)
     model = get_peft_model(model, lora)
-    model.train()  # from_pretrained returns eval mode, where transformers skips gradient checkpointing
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
-    return run_loop(lambda b: model(**pad_batch(b, "cuda")).loss, opt, model, kind, args)
+    steps = list(batches(kind, args.vocab, args.seq, args.micro_batch, args.warmup + args.steps))
+    rows = [{"input_ids": s} for b in steps for s in b]
+    step_tokens = [sum(len(s) for s in b) for b in steps]  # non-padding tokens of each step
+
+    class InOrder(Trainer):  # Trainer shuffles by default; the loss comparison needs the firefly path's order
+        def _get_train_sampler(self, *a, **k):
+            return SequentialSampler(self.train_dataset)
+
+    class Clock(TrainerCallback):
+        """Time the steps after warmup, count their non-padding tokens; keep every step's loss."""
+
+        def __init__(self):
+            self.losses, self.tokens, self.t0 = [], 0, None
+
+        def on_step_begin(self, targs, state, control, **kw):
+            if state.global_step == args.warmup:
+                sync()
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                self.t0 = time.perf_counter()
+
+        def on_step_end(self, targs, state, control, **kw):
+            if state.global_step > args.warmup:
+                self.tokens += step_tokens[state.global_step - 1]
+
+        def on_log(self, targs, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self.losses.append(logs["loss"])
+
+    clock = Clock()
+
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=1,
+            max_steps=args.warmup + args.steps, learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
+            warmup_steps=cfg.warmup_steps or math.ceil(cfg.warmup_ratio * (args.warmup + args.steps)),  # as Trainer.step
+            weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+            optim=args.baseline_optim, bf16=True, gradient_checkpointing=args.checkpointing, logging_steps=1,
+            save_strategy="no", report_to="none", seed=args.seed, remove_unused_columns=False,
+            dataloader_num_workers=0, disable_tqdm=True, use_cpu=not cuda)
+        trainer = InOrder(model=model, args=targs, train_dataset=rows, callbacks=[clock],
+                          data_collator=lambda items: pad_batch([it["input_ids"] for it in items], "cpu"))
+        trainer.train()
+        sync()
+    dt = time.perf_counter() - clock.t0
+    return {"tokens_per_s": clock.tokens / dt, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad), "steps": args.steps,
+            "losses": clock.losses, "mixed_precision": trainer.accelerator.mixed_precision, "optim": targs.optim}
 
 
 def firefly(model_dir: Path, kind: str, args) -> dict:
     """firefly-train's own optimizer step (`Trainer.step`) with the 7B seed recipe's config."""
     import tempfile
 
-    from firefly_train.config import load_config, parse_overrides
+    from firefly_train.config import parse_overrides
     from firefly_train.data.collate import packed_collate
-    from firefly_train.train_config import PretrainConfig
     from firefly_train.trainer import Trainer
 
     seqs = [s for b in batches(kind, args.vocab, args.seq, args.micro_batch, args.warmup + args.steps) for s in b]
@@ -104,11 +172,7 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
         return items, lambda b: {k: torch.stack([it[k] for it in b]) for k in ("input_ids", "labels")}, {"files": []}
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(PretrainConfig, args.recipe, {
-            "model": str(model_dir), "tokenizer": str(args.tokenizer), "data": ["synthetic"], "output_dir": out,
-            "micro_batch_size": args.micro_batch, "gradient_accumulation_steps": 1, "max_seq_length": args.seq,
-            "gradient_checkpointing": args.checkpointing, "max_steps": args.warmup + args.steps,
-            "seed": args.seed, **parse_overrides(args.overrides)})
+        cfg = recipe_config(args, model=str(model_dir), output_dir=out, **parse_overrides(args.overrides))
         trainer = Trainer(cfg, "bench", data_fn)
         trainer.order.indices = lambda k: list(range(k * args.micro_batch, (k + 1) * args.micro_batch))
         return run_steps(trainer.step, trainer.model, args)
@@ -135,20 +199,6 @@ def run_steps(step, model, args) -> dict:
             "trainable": trainable, "steps": args.steps, "losses": losses}
 
 
-def run_loop(step_loss, opt, model, kind, args) -> dict:
-    data = batches(kind, args.vocab, args.seq, args.micro_batch, args.warmup + args.steps)
-
-    def step():
-        b = next(data)
-        loss = step_loss(b)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return {"loss": float(loss), "tokens": sum(len(s) for s in b)}
-
-    return run_steps(step, model, args)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", type=Path, default=Path("configs/shapes/llama2-7b.json"))
@@ -164,6 +214,8 @@ def main():
     ap.add_argument("--recipe", type=Path, default=Path("configs/llama2-7b-pretrain-qlora.yaml"))
     ap.add_argument("--which", choices=["both", "baseline", "firefly"], default="both")
     ap.add_argument("--seed", type=int, default=42, help="LoRA init seed of both paths")
+    ap.add_argument("--baseline-optim", default="paged_adamw_32bit",
+                    help="the baseline's TrainingArguments.optim (paged_adamw_32bit, as Firefly's configs; CUDA only)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("overrides", nargs="*", help="after --: firefly-train config overrides (--key value)")
     args = ap.parse_args()

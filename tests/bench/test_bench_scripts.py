@@ -23,17 +23,37 @@ def test_chunked_loss_bench_prints_both_paths_with_the_same_loss():
     assert "chunked / full: time x" in out
 
 
-def test_throughput_bench_firefly_path_with_overrides(tiny_llama, tmp_path):
+def _tiny_shape(tmp_path) -> Path:
     shape = json.loads((REPO / "configs" / "shapes" / "llama2-7b.json").read_text())
     shape.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=4)
     (tmp_path / "shape.json").write_text(json.dumps(shape))
+    return tmp_path / "shape.json"
+
+
+def test_throughput_bench_firefly_path_with_overrides(tiny_llama, tmp_path):
     vocab = len(json.loads((tiny_llama / "tokenizer.json").read_text())["model"]["vocab"])
     report = tmp_path / "bench.json"
-    out = _run("bench/train_throughput.py", "--shape", tmp_path / "shape.json", "--vocab", vocab, "--seq", 32,
+    out = _run("bench/train_throughput.py", "--shape", _tiny_shape(tmp_path), "--vocab", vocab, "--seq", 32,
                "--micro-batch", 2, "--steps", 2, "--warmup", 1, "--model-dir", tmp_path / "model",
                "--tokenizer", tiny_llama, "--which", "firefly", "--json", report,
                "--", "--precision", "fp32", "--optimizer", "adamw_torch", "--uncheckpointed_layers", "1")
     assert any(line.startswith("firefly ") for line in out.splitlines())
     rows = json.loads(report.read_text())["rows"]
     assert rows["firefly"]["steps"] == 2 and len(rows["firefly"]["losses"]) == 3
+
+
+def test_throughput_bench_baseline_is_the_hf_trainer_in_bf16(tiny_llama, tmp_path):
+    """The baseline runs transformers' Trainer (bf16 autocast, NF4 base, LoRA + trained embeddings) over the same
+    data as the firefly path; on the CPU with a torch optimizer (the paged ones need CUDA)."""
+    vocab = len(json.loads((tiny_llama / "tokenizer.json").read_text())["model"]["vocab"])
+    report = tmp_path / "bench.json"
+    out = _run("bench/train_throughput.py", "--shape", _tiny_shape(tmp_path), "--vocab", vocab, "--seq", 32,
+               "--micro-batch", 2, "--steps", 2, "--warmup", 1, "--model-dir", tmp_path / "model",
+               "--tokenizer", tiny_llama, "--which", "baseline", "--baseline-optim", "adamw_torch", "--kind", "sft",
+               "--json", report)
+    assert any(line.startswith("baseline ") for line in out.splitlines())
+    rows = json.loads(report.read_text())["rows"]
+    assert len(rows["baseline"]["losses"]) == 3 and all(loss > 0 for loss in rows["baseline"]["losses"])
+    assert rows["baseline"]["mixed_precision"] == "bf16"  # the autocast every Trainer(bf16=True) run has
+    assert rows["baseline"]["trainable"] > 2 * vocab * 64  # embed_tokens and lm_head are trained in full
