@@ -1,6 +1,6 @@
-"""Evaluation sets for the human pairwise evaluation: load, validate, import the seed's format, read answers.
+"""Evaluation sets for the human pairwise evaluation: load, validate, import the seed's format.
 
-Our format is JSONL (or a JSON array), one item a line (docs/CONTRACTS.md):
+Our format is JSONL (or a JSON array), one item a line (schema `eval_item` in `firefly_core.schemas`):
 `{"id","task","prompt","objective":bool,"reference":str|null,"checker":{...}|null}`.
 The seed's format (`.xlsx`, `.csv`, `.jsonl` or a `.json` array with columns `kind`, `instruction` and
 optionally `output`/`reference`; BELLE's `class`, `question`, `std_answer` are read the same way) is
@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from firefly_core.errors import FireflyError, InputError
-from firefly_core.io import atomic_open, iter_jsonl, require
+from firefly_core.io import atomic_open, iter_jsonl
+from firefly_core.schemas import validate
 
 # The 13 tasks of the seed's 130-item set, in the seed's table order.
 TASKS = ("brainstorming", "classification", "closed_qa", "code", "extraction", "generation", "harmlessness",
@@ -64,27 +65,15 @@ class EvalSet:
         return len(self.items)
 
 
-@dataclass
-class Answers:
-    path: Path
-    model: str
-    header: dict
-    by_id: dict[str, str]
-    seeds: dict[str, int]
-
-
 def content_hash(items: list[Item]) -> str:
     canon = json.dumps([asdict(it) for it in items], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
 
 def check_checker(checker, path, lineno) -> dict | None:
-    """Validate a checker dict (see docs/human_eval.md); returns it unchanged."""
+    """Validate a checker (an object or None, see docs/human_eval.md); returns it unchanged."""
     if checker is None:
         return None
-    if not isinstance(checker, dict):
-        raise InputError(path, f"expected an object or null, got {type(checker).__name__}", line=lineno,
-                         field="checker")
     kind = checker.get("type")
     if kind not in CHECKER_FIELDS:
         raise InputError(path, f"unknown checker type {kind!r}; expected one of {', '.join(CHECKER_FIELDS)}",
@@ -107,20 +96,16 @@ def check_checker(checker, path, lineno) -> dict | None:
 
 
 def _text(obj: dict, key: str, path, lineno) -> str:
-    value = require(obj, key, str, path, lineno)
-    if not value.strip():
+    if not obj[key].strip():
         raise InputError(path, "empty", line=lineno, field=key)
-    return value
+    return obj[key]
 
 
 def _item_from_ours(obj: dict, path, lineno) -> Item:
-    reference = obj.get("reference")
-    if reference is not None and not isinstance(reference, str):
-        raise InputError(path, f"expected str or null, got {type(reference).__name__}", line=lineno,
-                         field="reference")
+    validate("eval_item", obj, path, lineno)
     return Item(id=_text(obj, "id", path, lineno), task=task_name(_text(obj, "task", path, lineno)),
-                prompt=_text(obj, "prompt", path, lineno), objective=require(obj, "objective", bool, path, lineno),
-                reference=reference, checker=check_checker(obj.get("checker"), path, lineno))
+                prompt=_text(obj, "prompt", path, lineno), objective=obj["objective"],
+                reference=obj.get("reference"), checker=check_checker(obj.get("checker"), path, lineno))
 
 
 def normalise_name(name: str) -> str:
@@ -281,75 +266,6 @@ def validate_set(eval_set: EvalSet, expect_per_task: int | None = 10, expect_tas
         if prompts[it.prompt.strip()] > 1:
             problems.append(f"item '{it.id}' has the same prompt as another item")
     return problems
-
-
-def read_answer_lines(path: Path, eval_set: EvalSet, lenient_tail: bool = False):
-    """(header, [(lineno, record)]) from an answers file; records are validated against the set.
-
-    With `lenient_tail`, a torn last line (no newline, not JSON: a write cut short) is dropped; it is
-    reported as the byte offset where the good content ends, so the writer can truncate it away.
-    """
-    raw = path.read_bytes()
-    good_end = len(raw)
-    lines = raw.split(b"\n")
-    if lenient_tail and lines and lines[-1].strip():
-        try:
-            json.loads(lines[-1].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            good_end -= len(lines[-1])
-            lines = lines[:-1]
-    header, records = None, []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise InputError(path, f"not UTF-8 ({e.reason})", line=lineno) from None
-        except json.JSONDecodeError as e:
-            raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", line=lineno) from None
-        if not isinstance(obj, dict):
-            raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
-        if header is None:
-            if obj.get("kind") != "answers_header":
-                raise InputError(path, "first line must be the answers header (kind 'answers_header')",
-                                 line=lineno, field="kind")
-            require(obj, "model", str, path, lineno)
-            require(obj, "set_hash", str, path, lineno)
-            header = obj
-            continue
-        item_id = require(obj, "id", str, path, lineno)
-        require(obj, "answer", str, path, lineno)
-        if item_id not in eval_set.by_id:
-            raise InputError(path, f"id {item_id!r} is not in set {eval_set.path}", line=lineno, field="id")
-        records.append((lineno, obj))
-    if header is None:
-        raise InputError(path, "empty answers file (no header line)")
-    if header["set_hash"] != eval_set.hash:
-        raise FireflyError(f"{path} answers a different evaluation set (set_hash {header['set_hash'][:12]}, "
-                           f"{eval_set.path} has {eval_set.hash[:12]})")
-    return header, records, good_end
-
-
-def load_answers(path, eval_set: EvalSet) -> Answers:
-    """One model's answers to every item of `eval_set` (errors name the file and line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    header, records, _ = read_answer_lines(path, eval_set)
-    by_id, seeds = {}, {}
-    for lineno, obj in records:
-        if obj["id"] in by_id:
-            raise InputError(path, f"duplicate answer for id {obj['id']!r}", line=lineno, field="id")
-        by_id[obj["id"]] = obj["answer"]
-        if isinstance(obj.get("seed"), int):
-            seeds[obj["id"]] = obj["seed"]
-    missing = [it.id for it in eval_set.items if it.id not in by_id]
-    if missing:
-        shown = ", ".join(missing[:10]) + (f", ... ({len(missing)} in all)" if len(missing) > 10 else "")
-        raise FireflyError(f"{path} does not answer every item of {eval_set.path}: missing {shown} "
-                           "(finish it with the same `firefly-eval generate` command: it resumes)")
-    return Answers(path=path, model=header["model"], header=header, by_id=by_id, seeds=seeds)
 
 
 # --- `firefly-eval validate-set` ---------------------------------------------------------------------

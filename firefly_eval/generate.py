@@ -22,9 +22,11 @@ from pathlib import Path
 from firefly_core.errors import FireflyError
 from firefly_core.io import append_jsonl
 from firefly_core.models import default_device, load_tokenizer, resolve_checkpoint
+from firefly_core.schemas import checked
 from firefly_core.templates import get_template, render_conversation
 from firefly_eval import checkpoints
-from firefly_eval.eval_set import load_set, read_answer_lines
+from firefly_eval.answers import read_answers
+from firefly_eval.eval_set import load_set
 from firefly_eval.sampling import ItemSampler
 
 log = logging.getLogger(__name__)
@@ -87,9 +89,10 @@ def prepare_output(path: Path, eval_set, header: dict) -> set[str]:
     if not path.exists() or b"\n" not in path.read_bytes():  # nothing, or only a torn header
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
-        append_jsonl(path, header)
+        append_jsonl(path, checked("answers_header", header))
         return set()
-    old, records, good_end = read_answer_lines(path, eval_set, lenient_tail=True)
+    answered = read_answers(path, eval_set, lenient_tail=True)
+    old, good_end = answered.header, answered.good_end
     for key in ("model", "sampling", "seed"):
         if old.get(key) != header[key]:
             raise FireflyError(f"{path} was made with {key}={old.get(key)!r}, this run has {header[key]!r}: "
@@ -100,7 +103,7 @@ def prepare_output(path: Path, eval_set, header: dict) -> set[str]:
             f.truncate(good_end)
             f.flush()
             os.fsync(f.fileno())
-    return {obj["id"] for _, obj in records}
+    return set(answered.by_id)
 
 
 def stop_token_ids(tokenizer, configured_eos, template) -> list[int]:
@@ -379,7 +382,7 @@ def run(args) -> int:
     total_tokens = 0
     with tqdm(total=len(pending), desc=f"generate {header['model']}", unit="item") as bar:
         for i, answer, n in answers:
-            append_jsonl(out, {"id": pending[i].id, "answer": answer, "seed": seeds[i], "tokens": n})
+            append_jsonl(out, checked("answer", {"id": pending[i].id, "answer": answer, "seed": seeds[i], "tokens": n}))
             total_tokens += n
             bar.update(1)
     elapsed = time.time() - started

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from firefly_core.io import write_json
+from firefly_core.schemas import checked
 
 
 def default_output(kind: str) -> Path:
@@ -20,9 +21,9 @@ def resume_dir(output: Path, suffix: str, key: dict) -> Path:
 
 
 def save(path: str | Path, result: dict) -> Path:
-    """Write one result JSON atomically (see docs/CONTRACTS.md)."""
+    """Write one result JSON atomically, checked against the schema of its kind (`firefly_core.schemas`)."""
     path = Path(path)
-    write_json(path, result)
+    write_json(path, checked(result["kind"], result))
     return path
 
 

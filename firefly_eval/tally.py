@@ -13,6 +13,7 @@ import numpy as np
 
 from firefly_core.errors import FireflyError
 from firefly_core.io import write_json
+from firefly_core.schemas import checked
 from firefly_eval import stats
 from firefly_eval.eval_set import load_set
 from firefly_eval.rules import resolve
@@ -193,7 +194,7 @@ def run(args) -> int:
     print(format_table(result) if votes else f"{args.db}: no votes yet")
     if args.output:
         try:
-            write_json(args.output, result)
+            write_json(args.output, checked("tally", result))
         except OSError as e:
             raise FireflyError(f"cannot write {args.output}: {e.strerror}") from None
         print(f"wrote {args.output}")

@@ -33,6 +33,7 @@ from firefly_core.errors import FireflyError
 from firefly_core.io import append_jsonl, atomic_dir, write_json
 from firefly_core.models import CHECKPOINT_META, load_tokenizer
 from firefly_core.provenance import git_commit, library_versions
+from firefly_core.schemas import checked
 from firefly_train import chunked_loss, lora
 from firefly_train.config import save_config
 
@@ -234,8 +235,9 @@ class Trainer:
 
     # -- outputs -------------------------------------------------------------------------------------
     def _meta(self) -> dict:
-        return {"format": 1, "base_model": self.src.base_ref, "mode": self.cfg.mode, "vocab_size": self.vocab_size,
-                "step": self.step_no, "train_embeddings": self.src.train_embeddings}
+        return checked("checkpoint_meta", {"format": 1, "base_model": self.src.base_ref, "mode": self.cfg.mode,
+                                           "vocab_size": self.vocab_size, "step": self.step_no,
+                                           "train_embeddings": self.src.train_embeddings})
 
     def _write_model(self, folder: Path) -> None:
         unwrapped = self.acc.unwrap_model(self.model)
@@ -301,7 +303,7 @@ class Trainer:
             info["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(self.acc.device) / 2**30, 2)
         if "dropped_no_trainable" in self.data_stats:
             info["dropped_conversations"] = self.data_stats["dropped_no_trainable"]
-        return info
+        return checked("train_run", info)
 
     def _truncate_log(self) -> None:
         """Drop loss lines logged after the checkpoint being resumed (and a torn last line)."""
@@ -348,7 +350,7 @@ class Trainer:
                        "tokens": self.tokens, "tokens_per_s": round(rate, 1), "elapsed_s": round(self.elapsed, 3),
                        "epoch": round(self.micro_batches / self.order.per_epoch, 4)}
                 if main:
-                    append_jsonl(self.out / "loss.jsonl", row)
+                    append_jsonl(self.out / "loss.jsonl", checked("loss_line", row))
                     for key in ("loss", "lr", "tokens_per_s"):
                         writer.add_scalar(f"train/{key}", row[key], self.step_no)
                 bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{rate:,.0f}")

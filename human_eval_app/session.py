@@ -17,7 +17,8 @@ from pathlib import Path
 
 from firefly_core.errors import FireflyError
 from firefly_eval import rules
-from firefly_eval.eval_set import Answers, EvalSet, Item, load_answers, load_set
+from firefly_eval.answers import Answers, load_answers
+from firefly_eval.eval_set import EvalSet, Item, load_set
 from firefly_eval.tally import format_table, tally
 from firefly_eval.votes import Vote, VoteStore
 from human_eval_app.render import safe_markdown

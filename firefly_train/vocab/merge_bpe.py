@@ -26,6 +26,7 @@ from pathlib import Path
 
 from firefly_core.errors import FireflyError, InputError
 from firefly_core.io import atomic_dir, write_json
+from firefly_core.schemas import checked
 from firefly_train.vocab.merge_sp import NORMAL, load_proto
 from firefly_train.vocab.stats import tokenizer_kind
 
@@ -139,7 +140,7 @@ def merge(base: str | Path, add: str | Path, out_dir: str | Path, pad_to_multipl
         tok = AutoTokenizer.from_pretrained(str(tmp))
         single = sum(len(tok.encode(t, add_special_tokens=False)) == 1 for t in texts)
         info["pieces_single_token"] = single
-        write_json(tmp / "merge_info.json", info)
+        write_json(tmp / "merge_info.json", checked("vocab_merge", info))
     log.info("added %d pieces + %d intermediate tokens (%d new merges): vocab %d -> %d -> %s",
              counts["added_pieces"], counts["added_intermediates"], counts["new_merges"], counts["base_vocab"],
              counts["vocab_size"], out_dir)

@@ -21,6 +21,7 @@ from pathlib import Path
 from firefly_core.errors import FireflyError
 from firefly_core.io import atomic_dir, write_json
 from firefly_core.models import CHECK_TEXTS
+from firefly_core.schemas import checked
 
 log = logging.getLogger(__name__)
 NORMAL, RESERVED = 1, 3
@@ -141,7 +142,7 @@ def merge(base: str | Path, add: str | Path, out_dir: str | Path, pad_to_multipl
         model_file.write_bytes(proto.SerializeToString())
         hf_tokenizer(model_file, base).save_pretrained(str(tmp))
         check_same(model_file, tmp, CHECK_TEXTS)
-        write_json(tmp / "merge_info.json", info)
+        write_json(tmp / "merge_info.json", checked("vocab_merge", info))
     log.info("merged %d pieces (%d appended, %d of them ASCII-only kept reserved, %d padding) -> %s",
              counts["merged_pieces"], counts["appended"], counts["appended_reserved_ascii"], counts["padding"], out_dir)
     return info

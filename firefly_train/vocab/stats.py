@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 from firefly_core.errors import FireflyError, InputError
 from firefly_core.io import iter_jsonl, require
+from firefly_core.schemas import checked
 from firefly_core.models import EMBEDDED, resolve_model
 
 SP_MODEL = "tokenizer.model"
@@ -159,7 +160,7 @@ def measure(tokenizers: list[str], corpus: list[str], progress_min_chars: int = 
                 row["tokens"][c.name] = n
     totals = {c.name: sum(r["tokens"][c.name] for r in rows) for c in counters}
     first = totals[counters[0].name]
-    return {
+    return checked("vocab_stats", {
         "format": 1, "kind": "vocab_stats",
         "tokenizers": [{"name": c.name, "path": c.path, "vocab_size": c.vocab_size} for c in counters],
         "files": rows,
@@ -169,7 +170,7 @@ def measure(tokenizers: list[str], corpus: list[str], progress_min_chars: int = 
             "tokens_per_char": {k: v / total_chars for k, v in totals.items()},
             "reduction_vs_first": {k: (1 - v / first) if first else 0.0 for k, v in totals.items()},
         },
-    }
+    })
 
 
 def format_table(result: dict) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from firefly_core.errors import FireflyError
 from firefly_core.io import atomic_dir, write_json
+from firefly_core.schemas import checked
 from firefly_train.vocab.stats import read_corpus
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def train(corpus: list[str | Path], vocab_size: int, out_dir: str | Path, model_
         with open(tmp / f"{MODEL_NAME}.vocab", "w", encoding="utf-8") as f:
             for i in range(sp.get_piece_size()):
                 f.write(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n")
-        write_json(tmp / "train_info.json", info)
+        write_json(tmp / "train_info.json", checked("vocab_train", info))
     log.info("trained %s pieces (%s) on %d chars in %.1f s -> %s", info["vocab_size"], model_type, chars,
              seconds, Path(out_dir) / f"{MODEL_NAME}.model")
     return info

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from firefly_core.errors import FireflyError, InputError
+from firefly_eval.answers import load_answers
 from firefly_eval.cli import main
-from firefly_eval.eval_set import SEED_KINDS, TASKS, content_hash, load_answers, load_set, task_name, validate_set
+from firefly_eval.eval_set import SEED_KINDS, TASKS, content_hash, load_set, task_name, validate_set
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny_set.jsonl"

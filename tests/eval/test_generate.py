@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from firefly_core.errors import FireflyError
+from firefly_eval.answers import load_answers
 from firefly_eval.cli import main
-from firefly_eval.eval_set import load_answers, load_set
+from firefly_eval.eval_set import load_set
 from firefly_eval.generate import (
     BatchedGenerator,
     auto_batch_size,
