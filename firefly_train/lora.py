@@ -16,6 +16,7 @@ from torch import nn
 
 from firefly_core.errors import FireflyError
 from firefly_core.models import load_tokenizer, resolve_checkpoint
+from firefly_train.fused_lora import fuse_shared_inputs
 
 
 @dataclass
@@ -149,6 +150,8 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     else:
         model = get_peft_model(model, lora_config(model, cfg, src.train_embeddings))
+    if cfg.lora.fuse_shared_inputs:
+        fuse_shared_inputs(model)
     return model if cfg.mode == "qlora" else model.to(device)  # a 4-bit base is already on its device
 
 

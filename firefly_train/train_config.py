@@ -25,6 +25,10 @@ class LoraSection:
     target_modules: list[str] = _help(
         "module names to adapt (suffix match, e.g. [q_proj, v_proj]); 'all-linear' = every nn.Linear but lm_head",
         factory=lambda: ["all-linear"])
+    fuse_shared_inputs: bool = _help(
+        "one dropout mask and one down-projection for the LoRA branches that read the same input (q/k/v, "
+        "gate/up), each branch added to its base output in one addmm; saved adapters are unchanged "
+        "(firefly_train.fused_lora)", False)
 
 
 @dataclass
