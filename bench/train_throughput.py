@@ -90,8 +90,7 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
 
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from torch.utils.data import SequentialSampler
-    from transformers import (AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainerCallback,
-                              TrainingArguments)
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainerCallback, TrainingArguments
 
     cfg = recipe_config(args)
     cuda = torch.cuda.is_available()

@@ -7,4 +7,7 @@ this package imports none of them.
 - `models.py`: model and checkpoint references (embedded alias, HF folder, cached hub id, firefly-train run)
   and loading them for inference.
 - `templates.py`: the chat-template registry, used to train on conversations and to prompt for answers.
+- `provenance.py`: library versions and git commit, recorded in every result file.
+- `schemas.py`: one schema per file kind, checked by its writer and by every reader (docs/CONTRACTS.md's
+  field tables are generated from it).
 """

@@ -115,19 +115,26 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
         raise InputError(path, "file not found")
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(path, f"not UTF-8 ({e.reason})", line=lineno) from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", line=lineno) from None
-            if not isinstance(obj, dict):
-                raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
-            yield lineno, obj
+            obj = jsonl_object(raw, path, lineno)
+            if obj is not None:
+                yield lineno, obj
+
+
+def jsonl_object(raw: bytes, path, lineno: int) -> dict | None:
+    """One JSONL line as an object (None for a blank line); errors name the file and line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 ({e.reason})", line=lineno) from None
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", line=lineno) from None
+    if not isinstance(obj, dict):
+        raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
+    return obj
 
 
 def require(obj: dict, field: str, kind: type | tuple, path, lineno):

@@ -13,14 +13,14 @@ This is the one place references are resolved; `firefly_eval.checkpoints` reuses
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from firefly_core.errors import FireflyError
-from firefly_core.io import atomic_dir
+from firefly_core.io import atomic_dir, read_json
+from firefly_core.schemas import validate
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def resolve_checkpoint(ref: str | os.PathLike) -> Checkpoint:
     if ckpt is None:
         base = resolve_model(ref)
         return Checkpoint(base=base, adapter=None, tokenizer=base, meta={})
-    meta = json.loads((ckpt / CHECKPOINT_META).read_text(encoding="utf-8"))
+    meta = validate("checkpoint_meta", read_json(ckpt / CHECKPOINT_META), ckpt / CHECKPOINT_META)
     if meta.get("mode") == "full" or (ckpt / "config.json").is_file():
         return Checkpoint(base=ckpt, adapter=None, tokenizer=ckpt, meta=meta)
     return Checkpoint(base=resolve_model(meta["base_model"]), adapter=ckpt, tokenizer=ckpt, meta=meta)

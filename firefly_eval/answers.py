@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firefly_core.errors import FireflyError, InputError
+from firefly_core.io import jsonl_object
 from firefly_core.schemas import validate
 from firefly_eval.eval_set import EvalSet
 
@@ -54,18 +55,6 @@ def _torn(line: bytes) -> bool:
     return False
 
 
-def _object(line: bytes, path: Path, lineno: int) -> dict:
-    try:
-        obj = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise InputError(path, f"not UTF-8 ({e.reason})", line=lineno) from None
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", line=lineno) from None
-    if not isinstance(obj, dict):
-        raise InputError(path, f"expected a JSON object, got {type(obj).__name__}", line=lineno)
-    return obj
-
-
 def _header(obj: dict, path: Path, lineno: int, eval_set: EvalSet | None) -> dict:
     if obj.get("kind") != "answers_header":
         raise InputError(path, "first line must be the answers header (kind 'answers_header')", line=lineno,
@@ -93,9 +82,9 @@ def read_answers(path, eval_set: EvalSet | None = None, lenient_tail: bool = Fal
         good_end -= len(lines.pop())
     header, by_id, seeds, tokens = None, {}, {}, {}
     for lineno, line in enumerate(lines, 1):
-        if not line.strip():
+        obj = jsonl_object(line, path, lineno)
+        if obj is None:
             continue
-        obj = _object(line, path, lineno)
         if header is None:
             header = _header(obj, path, lineno, eval_set)
             continue

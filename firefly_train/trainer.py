@@ -30,10 +30,10 @@ import torch
 from tqdm.auto import tqdm
 
 from firefly_core.errors import FireflyError
-from firefly_core.io import append_jsonl, atomic_dir, write_json
+from firefly_core.io import append_jsonl, atomic_dir, read_json, write_json, write_text
 from firefly_core.models import CHECKPOINT_META, load_tokenizer
 from firefly_core.provenance import git_commit, library_versions
-from firefly_core.schemas import checked
+from firefly_core.schemas import checked, validate
 from firefly_train import chunked_loss, lora
 from firefly_train.config import save_config
 
@@ -315,8 +315,7 @@ class Trainer:
             with contextlib.suppress(json.JSONDecodeError):
                 if json.loads(line)["step"] <= self.step_no:
                     keep.append(line + "\n")
-        with open(log, "w", encoding="utf-8") as f:
-            f.writelines(keep)
+        write_text(log, "".join(keep))  # atomic: a kill here leaves the old log, never half of it
 
     # -- the schedule --------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -330,7 +329,7 @@ class Trainer:
             for stale in (self.out / "checkpoints").glob(".step-*"):  # temporaries of a killed write
                 shutil.rmtree(stale, ignore_errors=True)
             if self.resume_from is not None and info_path.is_file():
-                started_at = json.loads(info_path.read_text(encoding="utf-8"))["started_at"]
+                started_at = validate("train_run", read_json(info_path), info_path)["started_at"]
             self._truncate_log()
             save_config(self.cfg, self.out / "config.yaml")
             write_json(info_path, self._run_info(started_at, False, None))

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
+from firefly_eval.answers import Answers
 from firefly_eval.benchmarks import CMMLU_CATEGORIES, LEADERBOARD, LEADERBOARD_TASKS
-from firefly_eval.report.collect import Answers, BenchResult, Reference, TrainRun
+from firefly_eval.report.collect import BenchResult, Reference, TrainRun
 
 MISSING = "–"
 

@@ -13,8 +13,8 @@ from typing import Callable, Iterator
 
 from firefly_core.errors import FireflyError, InputError
 from firefly_core.io import iter_jsonl, require
-from firefly_core.schemas import checked
 from firefly_core.models import EMBEDDED, resolve_model
+from firefly_core.schemas import checked
 
 SP_MODEL = "tokenizer.model"
 BATCH = 256

@@ -13,10 +13,10 @@ from PIL import Image
 from scipy import stats
 
 from firefly_core.errors import InputError
+from firefly_eval.benchmarks import CMMLU_CATEGORIES, LEADERBOARD_TASKS
 from firefly_eval.cli import main
 from firefly_eval.report import figures
 from firefly_eval.report.cli import build_figures
-from firefly_eval.benchmarks import CMMLU_CATEGORIES, LEADERBOARD_TASKS
 from firefly_eval.report.collect import collect
 from firefly_eval.report.tables import shown_path
 
