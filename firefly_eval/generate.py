@@ -85,7 +85,6 @@ def _header(args, eval_set, model_name: str) -> dict:
 
 def prepare_output(path: Path, eval_set, header: dict) -> set[str]:
     """Start or resume `path`: returns the ids already answered (a torn last line is truncated away)."""
-
     if not path.exists() or b"\n" not in path.read_bytes():  # nothing, or only a torn header
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
@@ -284,7 +283,6 @@ class BatchedGenerator:
     def token_rows(self, seeds: list[int] | None, temperature: float = 0.35, top_p: float = 0.9):
         """Yields (index into texts, new tokens before the stop), batch by batch; greedy when `seeds` is None,
         else each prompt sampled with its seed (`firefly_eval.sampling.ItemSampler`)."""
-
         vocab = self.model.get_output_embeddings().weight.shape[0]
         for batch in self.batches:
             members, enc = self.batch_inputs(batch)

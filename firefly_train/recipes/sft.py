@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 def packing_supported(model_ref: str) -> bool:
     """Packed rows rely on transformers' own attention masking (block-diagonal from position ids); a model
     with custom modelling code (config.json `auto_map`, e.g. Baichuan 2, InternLM 2) may not honour it."""
-
     config = resolve_checkpoint(model_ref).base / "config.json"
     return not (config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8")))
 

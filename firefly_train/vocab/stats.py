@@ -103,7 +103,6 @@ def _has_bytelevel(pre) -> bool:
 
 def resolve_tokenizer_path(ref: str) -> Path:
     """A path as given, or an embedded model alias (its cached HF folder)."""
-
     return resolve_model(ref) if ref in EMBEDDED and not Path(ref).exists() else Path(ref)
 
 
