@@ -66,6 +66,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def load_base(folder: Path, mode: str, dtype: torch.dtype, device: torch.device, attn: str):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    if attn == "varlen":
+        import firefly_train.varlen_attention  # noqa: F401  (registers the implementation with transformers)
     kwargs = {"attn_implementation": attn}
     if mode == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(

@@ -60,10 +60,12 @@ class TrainConfig:
         "optimizer (the 8-bit and paged ones are bitsandbytes', CUDA only)", "adamw_torch")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = _help(
         "mixed precision / 4-bit compute dtype; auto = bf16 on a GPU that supports it (else fp16), fp32 on CPU", "auto")
-    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] = _help(
-        "attention kernels (transformers' attn_implementation): sdpa = PyTorch's fused attention; "
-        "flash_attention_2 needs the flash-attn package and a GPU (packed rows then use its variable-length "
-        "kernel); flex_attention compiles a block mask for packed rows", "sdpa")
+    attn_implementation: Literal["sdpa", "varlen", "eager", "flex_attention", "flash_attention_2"] = _help(
+        "attention kernels (transformers' attn_implementation): sdpa = PyTorch's fused attention (packed rows: "
+        "a block-diagonal mask over the whole row); varlen = PyTorch's variable-length FlashAttention, each "
+        "packed conversation attended alone (CUDA, PyTorch >= 2.10; a per-conversation loop elsewhere; "
+        "firefly_train.varlen_attention); flash_attention_2 needs the flash-attn package and a GPU; "
+        "flex_attention compiles a block mask for packed rows", "sdpa")
     gradient_checkpointing: bool = _help("recompute activations in backward to save memory", True)
     uncheckpointed_layers: int = _help(
         "with gradient_checkpointing, the last N decoder layers keep their activations instead of recomputing "

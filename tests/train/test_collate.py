@@ -29,9 +29,11 @@ def test_packed_collate_exact():
     assert out["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager", pytest.param("flex_attention", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "varlen", pytest.param("flex_attention", marks=pytest.mark.slow)])
 def test_packed_loss_equals_unpacked_loss(tiny_llama, attn):
     from transformers import AutoModelForCausalLM
+
+    import firefly_train.varlen_attention  # noqa: F401  (registers 'varlen')
 
     from firefly_core.models import load_tokenizer
 
