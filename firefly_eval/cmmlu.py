@@ -158,6 +158,11 @@ def run_opencompass(ckpt: str, data_dir: Path, subjects: list[str], mode: str, l
     from opencompass.summarizers import DefaultSummarizer
 
     datasets = dataset_configs(data_dir, subjects, mode, limit)
+    if engine == "firefly" and mode == "ppl":  # OpenCompass's inferencer, its bookkeeping done once per subject
+        from firefly_eval.ppl_inferencer import FireflyPPLInferencer
+
+        for d in datasets:
+            d["infer_cfg"]["inferencer"]["type"] = FireflyPPLInferencer
     groups = summary_groups(data_dir, subjects)
     cfg = Config(_dotted(dict(models=[model_config(ckpt, mode, batch_size, max_seq_len, engine, dtype)], datasets=datasets,
                               work_dir=str(work), summarizer=dict(summary_groups=groups))),

@@ -76,12 +76,19 @@ class FireflyCausalLM(HuggingFaceBaseModel):
         it scores the same prompts, so `get_ppl` needs no second tokenisation."""
         if self.prefix_ppl is None or not add_special_tokens:
             return super().get_token_len(prompt, add_special_tokens)
-        text = _convert_base_messages([prompt])[0]
-        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
-        self._token_ids[text] = ids
-        if len(self._token_ids) > self.prefix_ppl.max_stems:
-            self._token_ids.popitem(last=False)
-        return len(ids)
+        return self.remember_token_ids([prompt])[0]
+
+    def remember_token_ids(self, prompts: list) -> list[int]:
+        """Token counts of parsed prompts, tokenised in one batched call (`FireflyPPLInferencer` asks for a
+        label's prompts at once); with the prefix cache the ids are kept for `get_ppl`."""
+        texts = _convert_base_messages(prompts)
+        ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        if self.prefix_ppl is not None:
+            for text, row in zip(texts, ids):
+                self._token_ids[text] = row
+            while len(self._token_ids) > self.prefix_ppl.max_stems:
+                self._token_ids.popitem(last=False)
+        return [len(row) for row in ids]
 
     def get_ppl(self, inputs, mask_length=None):
         if self.prefix_ppl is not None and mask_length is None:
