@@ -120,21 +120,23 @@ def make_lm(engine: str, model, tokenizer, batch_size):
 
 def evaluate(model, tokenizer, task_dir: Path, tasks: list[str], limit: int | None, batch_size,
              cache: Path | None = None, engine: str = "firefly", log_samples: bool = False) -> dict:
-    """Run lm-eval on a loaded model; return simple_evaluate's result dict. With `cache`, every scored request
-    is committed to lm-eval's SQLite cache there as it completes, and a rerun scores only what is missing.
-    The firefly engine also compiles lm-eval's prompt templates once each while the contexts are built."""
+    """Run lm-eval on a loaded model; return simple_evaluate's result dict. With `cache`, scored requests are
+    committed to lm-eval's SQLite cache there within two seconds (`firefly_eval/request_cache.py`), and a rerun
+    scores only what is missing. The firefly engine also compiles lm-eval's prompt templates once each while the
+    contexts are built."""
     import contextlib
 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     from firefly_eval.lm_eval_model import cached_templates
+    from firefly_eval.request_cache import request_cache
 
     lm = make_lm(engine, model, tokenizer, batch_size)
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-    with cached_templates() if engine == "firefly" else contextlib.nullcontext():
+    with cached_templates() if engine == "firefly" else contextlib.nullcontext(), request_cache():
         return simple_evaluate(model=lm, tasks=[LEADERBOARD[t].lm_eval_task for t in tasks], task_manager=manager, limit=limit,
                                log_samples=log_samples, use_cache=None if cache is None else str(cache))
 
