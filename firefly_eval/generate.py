@@ -244,8 +244,12 @@ def cut_at_stop(row: list[int], stop_ids: list[int]) -> list[int]:
     return row[:next((k for k, t in enumerate(row) if t in stops), len(row))]
 
 
+def clean_answer(text: str) -> str:
+    return text.rstrip("\ufffd").strip()  # a character cut by the token limit is dropped
+
+
 def answer_text(tokenizer, tokens: list[int]) -> str:
-    return tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd").strip()  # a cut character is dropped
+    return clean_answer(tokenizer.decode(tokens, skip_special_tokens=True))
 
 
 class BatchedGenerator:
@@ -311,7 +315,7 @@ def generate_vllm(folder: str, tokenizer_folder: str, texts: list[str], seeds: l
     params = [SamplingParams(temperature=0.0 if args.greedy else args.temperature,
                              top_p=1.0 if args.greedy else args.top_p, max_tokens=args.max_new_tokens, seed=s,
                              stop_token_ids=stop_ids, skip_special_tokens=True) for s in seeds]
-    return [(o.outputs[0].text.rstrip("\ufffd").strip(), len(cut_at_stop(list(o.outputs[0].token_ids), stop_ids)))
+    return [(clean_answer(o.outputs[0].text), len(cut_at_stop(list(o.outputs[0].token_ids), stop_ids)))
             for o in llm.generate(texts, params)]
 
 

@@ -107,13 +107,14 @@ class FireflyPPLInferencer(PPLInferencer):
             texts = self.model.parse_template(prompts, mode="ppl")
             token_num_list = self.model.remember_token_ids(texts)
             for i, n in enumerate(token_num_list):
-                if self.max_seq_len is not None and n > self.max_seq_len:  # OpenCompass drops examples until it fits
-                    while len(ice_idx_list[i]) > 0 and n > self.max_seq_len:
-                        ice_idx_list[i] = ice_idx_list[i][:-1]
-                        ice[i] = retriever.generate_ice(ice_idx_list[i], ice_template=ice_template)
-                        prompts[i] = template.generate_label_prompt_item(rows[i], ice[i], label, False)
-                        n = self.model.get_token_len_from_template(prompts[i], mode="ppl")
-                    texts[i], token_num_list[i] = self.model.parse_template(prompts[i], mode="ppl"), n
+                if self.max_seq_len is None or n <= self.max_seq_len:
+                    continue
+                while ice_idx_list[i] and n > self.max_seq_len:  # OpenCompass drops examples until it fits
+                    ice_idx_list[i] = ice_idx_list[i][:-1]
+                    ice[i] = retriever.generate_ice(ice_idx_list[i], ice_template=ice_template)
+                    prompts[i] = template.generate_label_prompt_item(rows[i], ice[i], label, False)
+                    n = self.model.get_token_len_from_template(prompts[i], mode="ppl")
+                texts[i], token_num_list[i] = self.model.parse_template(prompts[i], mode="ppl"), n
             sub_ppl_list = []
             for start in trange(0, len(prompts), self.batch_size, disable=not self.is_main_process):
                 with torch.no_grad():
