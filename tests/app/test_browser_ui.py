@@ -233,6 +233,7 @@ def test_change_last_vote_and_skipped_items_and_end_page(ui, browser, tmp_path):
     assert skipped == len(ANSWERS) - 1
     page.wait_for_selector("#end:has-text('Only skipped items are left')")
     assert not page.is_visible("#vote-a") and not page.is_visible("#answer-a")
+    kit.settle(page)  # else the shot catches the end page still fading in
     _shot(page, tmp_path, "only-skipped-left")
     page.click("#finish")
     page.wait_for_selector("#end:has-text('Finished')")
