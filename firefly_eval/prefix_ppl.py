@@ -133,9 +133,18 @@ class PrefixCachedPPL:
 
         device = self.model.device
         cache = DynamicCache()
-        logits = self.model(input_ids=torch.tensor([prefix], device=device), cache=cache, use_cache=True).logits[0]
+        logits = self.model(input_ids=torch.tensor([prefix], device=device), cache=cache, use_cache=True,
+                            attention_mask=self._prefix_attention_mask(len(prefix))).logits[0]
         self.forward_tokens += len(prefix)
         self.prefix = prefix
         self.prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
         self.prefix_loss = float(self._loss_sum(logits[:-1], torch.tensor(prefix[1:], device=device)))
         self.prefix_last = torch.log_softmax(logits[-1].float(), -1).cpu()
+
+    def _prefix_attention_mask(self, n: int) -> torch.Tensor | None:
+        """An explicit causal mask for SDPA, so the prefix runs through the same masked attention kernel as
+        the stems and as OpenCompass's padded batches. Without it, transformers drops the all-ones mask and
+        SDPA takes its causal-only (flash) kernel, whose rounding differs."""
+        if self.model.config._attn_implementation != "sdpa":
+            return None
+        return torch.ones(n, n, dtype=torch.bool, device=self.model.device).tril()[None, None]
