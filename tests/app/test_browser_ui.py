@@ -41,6 +41,12 @@ SCROLLER = """(sel) => {
   }
   return null;
 }"""
+# [text, disabled] of every button shown, and the text of every heading or label shown
+SHOWN = """() => {
+  const shown = (sel) => [...document.querySelectorAll(sel)].filter(e => e.checkVisibility({visibilityProperty: true}));
+  return {buttons: shown('button').map(e => [e.innerText.trim(), e.disabled]),
+          headings: shown('h1, h2, h3, h4, label').map(e => e.innerText.trim())};
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +93,8 @@ def _handle(http) -> str:
 
 
 def _shot(page, tmp_path, name):
+    # Gradio fades updated components in (and its loading overlays out): wait for the transitions to end
+    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')")
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
     return path
@@ -198,10 +206,17 @@ def test_wrong_language_side_loses_in_ui_vote_and_tally(ui, browser, tmp_path):
     assert (pair["model_a"], pair["loss"], pair["win"]) == (MODELS[0], 1, 0)  # the English model lost
 
 
+def _end_page_shows_only(page, heading: str, buttons: list[str]) -> None:
+    """The end page shows its heading and these buttons (all enabled): no empty headers, nothing disabled."""
+    shown = page.evaluate(SHOWN)
+    assert shown["headings"] == [heading], shown
+    assert shown["buttons"] == [[b, False] for b in ["← Change last vote", "Sign out", *buttons]], shown
+
+
 def test_change_last_vote_and_skipped_items_and_end_page(ui, browser, tmp_path):
     """Points 7, 8 and 10 (end page): the confirmation names the previous item, the last vote can be
-    changed; when only skipped items are left the annotator is told and may finish or revisit; the end page
-    shows no empty headers or disabled buttons."""
+    changed; when only skipped items are left the annotator is told and may finish or revisit; the end
+    pages (only skipped left, finished, all done) show no empty headers or disabled buttons."""
     server, db, kit = ui[:3]
     page, _ = _page(browser, ui, "ann-flow")
     first = page.inner_text("#prompt")
@@ -233,16 +248,30 @@ def test_change_last_vote_and_skipped_items_and_end_page(ui, browser, tmp_path):
     assert skipped == len(ANSWERS) - 1
     page.wait_for_selector("#end:has-text('Only skipped items are left')")
     assert not page.is_visible("#vote-a") and not page.is_visible("#answer-a")
-    kit.settle(page)  # else the shot catches the end page still fading in
+    kit.settle(page)
+    _end_page_shows_only(page, "Only skipped items are left", ["Revisit the skipped items", "Finish"])
     _shot(page, tmp_path, "only-skipped-left")
     page.click("#finish")
     page.wait_for_selector("#end:has-text('Finished')")
     kit.settle(page)
+    _end_page_shows_only(page, "Finished", ["Revisit the skipped items"])
     _shot(page, tmp_path, "finished")
     page.click("#revisit")
     page.wait_for_selector("#answer-a")
     kit.settle(page)
     assert page.is_visible("#vote-a") and "5 skipped" not in page.inner_text("#status")
+    for done in range(2, len(ANSWERS) + 1):  # judge the revisited items: the end page says "All done"
+        if page.is_visible("#a-correct"):
+            page.click("#a-correct label:has-text('correct')")
+            page.click("#b-correct label:has-text('wrong')")
+        page.click("#vote-b")
+        page.wait_for_selector(f"#status:has-text('{done} / {len(ANSWERS)}')")
+        kit.settle(page)
+    page.wait_for_selector("#end:has-text('All done')")
+    kit.settle(page)
+    _end_page_shows_only(page, "All done", [])
+    _shot(page, tmp_path, "all-done")
+    assert len([v for v in read_votes(db) if v.annotator == "ann-flow"]) == len(ANSWERS)
     page.close()
 
 
