@@ -46,6 +46,7 @@ def prompts(data_dir: Path, subject: str, limit: int | None) -> list[list[str]]:
     return [[prefix + _block(r, label) for label in "ABCD"] for r in rows("test")[:limit]]
 
 
+@torch.no_grad()  # as OpenCompass's inferencer calls get_ppl
 def score(get_ppl, questions: list[list[str]], batch_size: int) -> np.ndarray:
     """[questions, 4] perplexities, label by label in batches (OpenCompass's inferencer order)."""
     out = np.zeros((len(questions), 4))
