@@ -1,0 +1,94 @@
+"""Does an item's answer depend on its row in the batch? One model, the same prompts, two row orders.
+
+    python bench/generate_row_order.py --model-dir /tmp/l7 --json row_order.json
+
+`firefly-eval generate` promises per-item reproducible sampling: an item's tokens follow its seed and its own
+logits. This checks, step by step, where that can break when the batch rows are reversed (same prompts, same
+batch, other rows): the prefill logits (largest difference, rows bit-identical), greedy decoding and sampled
+decoding with `StaticDecoder` (eager, and with the compiled step unless `--no-compile`), and the sampler alone
+on identical logits. It prints one line per check: items identical out of all, and the largest logit
+difference where one is measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--set", type=Path, default=Path("eval_sets/zh130.jsonl"), dest="set_path")
+    ap.add_argument("--items", type=int, default=130)
+    ap.add_argument("--steps", type=int, default=64, help="new tokens per decoding check")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    from firefly_core.templates import get_template
+    from firefly_eval.checkpoints import load
+    from firefly_eval.eval_set import load_set
+    from firefly_eval.generate import BatchedGenerator, greedy_pick, item_seed, render_prompt, stop_token_ids
+    from firefly_eval.sampling import ItemSampler
+
+    model, tokenizer, _ = load(args.model_dir)
+    template = get_template("auto", tokenizer)
+    items = load_set(args.set_path).items[: args.items]
+    texts = [render_prompt(template, tokenizer, it.prompt, None) for it in items]
+    seeds = [item_seed(42, it.id) for it in items]
+    stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id, template)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    checks = {}
+
+    def report(name, same, total, max_diff=None, seconds=None):
+        checks[name] = {"identical": same, "items": total, "max_abs_logit_difference": max_diff, "seconds": seconds}
+        diff = "" if max_diff is None else f", max |d logit| {max_diff:.3g}"
+        print(f"{name:<52} {same:>4}/{total}{diff}", flush=True)
+
+    for compiled in [False] + ([] if args.no_compile or model.device.type != "cuda" else [True]):
+        gen = BatchedGenerator(model, tokenizer, texts, args.steps, stop_ids, len(texts), compile_step=compiled)
+        tag = "compiled step" if compiled else "eager"
+        if compiled:
+            gen.warm_up()
+        orders = {"as sorted": list(gen.order), "reversed": list(reversed(gen.order))}
+        if not compiled:  # prefill logits, row by row
+            logits = {}
+            for name, order in orders.items():
+                gen.order = order
+                members, enc = gen.batch_inputs(gen.batches[0])
+                with torch.no_grad():
+                    out = model(**enc, logits_to_keep=1).logits[:, -1].float()
+                logits[name] = {i: out[r] for r, i in enumerate(members)}
+            diffs = [float((logits["as sorted"][i] - logits["reversed"][i]).abs().max()) for i in range(len(texts))]
+            report("prefill logits (plain forward)", sum(d == 0 for d in diffs), len(texts), max(diffs))
+            torch.manual_seed(0)
+            fake = torch.randn(len(texts), vocab, device=model.device).to(model.dtype)
+            picked = {}
+            for name, perm in {"as sorted": list(range(len(texts))), "reversed": list(reversed(range(len(texts))))}.items():
+                sampler = ItemSampler([seeds[i] for i in perm], vocab, 0.35, 0.9, model.device)
+                row = sampler(fake[perm], 3).tolist()
+                picked[name] = {i: row[r] for r, i in enumerate(perm)}
+            report("sampler alone on identical logits", sum(picked["as sorted"][i] == picked["reversed"][i]
+                                                            for i in range(len(texts))), len(texts))
+        for mode, item_seeds in (("greedy", None), ("sampled", seeds)):
+            tokens = {}
+            for name, order in orders.items():
+                gen.order = order
+                t0 = time.perf_counter()
+                tokens[name] = dict(gen.token_rows(item_seeds))
+                seconds = time.perf_counter() - t0
+            report(f"{mode}, {tag}, {args.steps} steps", sum(tokens["as sorted"][i] == tokens["reversed"][i]
+                                                             for i in range(len(texts))), len(texts), seconds=seconds)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "dtype": str(model.dtype), "device": str(model.device), "checks": checks},
+                                        indent=2))
+
+
+if __name__ == "__main__":
+    main()
