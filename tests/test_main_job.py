@@ -4,16 +4,21 @@ test uses fewer steps and shorter answers, the same stages).
 Runs scripts/main_job.sh into a temporary folder, checks every stage's output is complete, that the console
 holds one line per stage (the engines' logs are in OUT/logs) and that the report is built from the outputs,
 with bits per character on the held-out text as its headline; then reruns it and checks that every stage is
-skipped.
+skipped. A fast test checks that the committed reports/example/ is what the job writes on the current code.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+
+from firefly_train.config import load_config, to_dict
+from firefly_train.train_config import PretrainConfig, SftConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = ("42", "43")
@@ -90,3 +95,37 @@ def test_a_failing_stage_prints_its_log_tail_and_stops(tmp_path):
     assert "[main 1/8] vocab train" in done.stderr and "FAILED after" in done.stderr
     assert "--vocab-size must be at least 10, got 5" in done.stderr and f"(full log: {log})" in done.stderr
     assert "[main 2/8]" not in done.stdout and not (tmp_path / "R.md").exists()
+
+
+def _script_default(name: str) -> str:
+    """A size's default in scripts/main_job.sh (`NAME=${NAME:-value}`)."""
+    m = re.search(rf'^{name}=\$\{{{name}:-"?([^"}}]*)"?\}}$', (REPO / "scripts" / "main_job.sh").read_text(), re.M)
+    assert m, name
+    return m.group(1)
+
+
+def test_the_committed_example_is_what_the_main_job_writes_now():
+    """reports/example/ is `bash scripts/main_job.sh --out runs/example --report reports/example/REPORT.md`: every
+    training run's resolved config in it is the one the current code resolves from configs/main_job/ and the
+    script's sizes, and its other sizes are the script's. When this fails, rerun that command (about 10 minutes)
+    and commit reports/example/."""
+    md = (REPO / "reports" / "example" / "REPORT.md").read_text(encoding="utf-8")
+    assert "-o reports/example/REPORT.md" in md
+    runs = re.findall(r"^### Training run `(\w+) seed (\d+)` \(`([^`]+)`\).*?^```yaml\n(.*?)^```", md, re.M | re.S)
+    seeds = _script_default("SEEDS").split()
+    assert sorted((kind, seed) for kind, seed, _, _ in runs) == sorted(
+        (kind, seed) for kind in ("pretrain", "sft") for seed in seeds)
+    for kind, seed, out, written in runs:
+        prefix = "runs/example" if seed == seeds[0] else f"runs/example/seed-{seed}"
+        assert out == f"{prefix}/{kind}"
+        if kind == "pretrain":
+            cls, extra = PretrainConfig, ["--tokenizer", "runs/example/vocab/smollm2-135m-zh"]
+        else:
+            cls, extra = SftConfig, ["--model", f"{prefix}/pretrain"]
+        steps = _script_default("PRETRAIN_STEPS" if kind == "pretrain" else "SFT_STEPS")
+        now = load_config(cls, REPO / "configs" / "main_job" / f"{kind}.yaml",
+                          [*extra, "--max_steps", steps, "--seed", seed, "--output_dir", out])
+        assert yaml.safe_load(written) == to_dict(now), f"{kind} seed {seed}: the example's config is stale"
+    assert f"max_new_tokens={_script_default('MAX_NEW_TOKENS')}," in md
+    for limit, data in (("CMMLU_LIMIT", "cmmlu"), ("LEADERBOARD_LIMIT", "english")):
+        assert f"`--limit {_script_default(limit)}` questions per subject/task on firefly_eval/minisets/{data}" in md
