@@ -7,7 +7,8 @@ logits. This checks, step by step, where that can break when the batch rows are 
 batch, other rows): the prefill logits (largest difference, rows bit-identical), greedy decoding and sampled
 decoding with `StaticDecoder` (eager, and with the compiled step unless `--no-compile`), and the sampler alone
 on identical logits. It prints one line per check: items identical out of all, and the largest logit
-difference where one is measured.
+difference where one is measured. `--settings` instead runs greedy eager decoding under each named numerics
+setting (`SETTINGS`), to find which kernel makes a row's result depend on its position.
 """
 from __future__ import annotations
 
@@ -16,7 +17,30 @@ import json
 import time
 from pathlib import Path
 
+import contextlib
+
 import torch
+
+SETTINGS = {  # name -> (cuBLAS may reduce bf16 partial sums in bf16, SDPA backends allowed)
+    "default": (True, None),
+    "no-reduced-bf16": (False, None),
+    "sdpa-math": (True, "MATH"),
+    "no-reduced-bf16+sdpa-math": (False, "MATH"),
+}
+
+
+@contextlib.contextmanager
+def numerics(name: str):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    reduced, backend = SETTINGS[name]
+    old = torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = reduced
+    try:
+        with sdpa_kernel(getattr(SDPBackend, backend)) if backend else contextlib.nullcontext():
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = old
 
 
 def main() -> None:
@@ -26,6 +50,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=130)
     ap.add_argument("--steps", type=int, default=64, help="new tokens per decoding check")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), help="greedy eager decoding under each")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -49,7 +74,25 @@ def main() -> None:
         diff = "" if max_diff is None else f", max |d logit| {max_diff:.3g}"
         print(f"{name:<52} {same:>4}/{total}{diff}", flush=True)
 
-    for compiled in [False] + ([] if args.no_compile or model.device.type != "cuda" else [True]):
+    for name in args.settings or []:
+        gen = BatchedGenerator(model, tokenizer, texts, args.steps, stop_ids, len(texts), compile_step=False)
+        orders = {"as sorted": list(gen.order), "reversed": list(reversed(gen.order))}
+        tokens, step1 = {}, {}
+        with numerics(name):
+            for order_name, order in orders.items():
+                gen.order = order
+                members, enc = gen.batch_inputs(gen.batches[0])
+                out = gen.decoder.decode(enc["input_ids"], enc["attention_mask"], 2, greedy_pick, stop_ids)
+                with torch.no_grad():  # the step after the two tokens just decoded, from the cache they left
+                    logits = gen.decoder._forward(out[:, -1:], (enc["attention_mask"].long().sum(-1, keepdim=True)
+                                                                + 1), _decode_mask(gen.decoder, enc))
+                step1[order_name] = {i: logits[r] for r, i in enumerate(members)}
+                tokens[order_name] = dict(gen.token_rows(None))
+        diffs = [float((step1["as sorted"][i] - step1["reversed"][i]).abs().max()) for i in range(len(texts))]
+        report(f"[{name}] decoding step logits", sum(d == 0 for d in diffs), len(texts), max(diffs))
+        report(f"[{name}] greedy, eager, {args.steps} steps", sum(tokens["as sorted"][i] == tokens["reversed"][i]
+                                                                  for i in range(len(texts))), len(texts))
+    for compiled in [] if args.settings else [False] + ([] if args.no_compile or model.device.type != "cuda" else [True]):
         gen = BatchedGenerator(model, tokenizer, texts, args.steps, stop_ids, len(texts), compile_step=compiled)
         tag = "compiled step" if compiled else "eager"
         if compiled:
@@ -88,6 +131,14 @@ def main() -> None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "dtype": str(model.dtype), "device": str(model.device), "checks": checks},
                                         indent=2))
+
+
+def _decode_mask(decoder, enc):
+    """The attention mask `StaticDecoder` decodes with: the prompt's, then ones up to the cache's length."""
+    mask = torch.ones(enc["input_ids"].shape[0], decoder.max_len, dtype=enc["attention_mask"].dtype,
+                      device=enc["input_ids"].device)
+    mask[:, : enc["attention_mask"].shape[1]] = enc["attention_mask"]
+    return mask
 
 
 if __name__ == "__main__":
