@@ -8,7 +8,9 @@ batch, other rows): the prefill logits (largest difference, rows bit-identical),
 decoding with `StaticDecoder` (eager, and with the compiled step unless `--no-compile`), and the sampler alone
 on identical logits. It prints one line per check: items identical out of all, and the largest logit
 difference where one is measured. `--settings` instead runs greedy eager decoding under each named numerics
-setting (`SETTINGS`), to find which kernel makes a row's result depend on its position.
+setting (`SETTINGS`), to find which kernel makes a row's result depend on its position; there the decoding
+step is the model's plain forward, without the math-backend choice `StaticDecoder._decoding_step` makes since
+this diagnostic found the row dependence (2026-12-02).
 """
 from __future__ import annotations
 
@@ -76,6 +78,7 @@ def main() -> None:
 
     for name in args.settings or []:
         gen = BatchedGenerator(model, tokenizer, texts, args.steps, stop_ids, len(texts), compile_step=False)
+        gen.decoder._step = gen.decoder._forward  # the kernels `name` selects, not the decoder's own choice
         orders = {"as sorted": list(gen.order), "reversed": list(reversed(gen.order))}
         tokens, step1 = {}, {}
         with numerics(name):

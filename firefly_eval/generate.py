@@ -7,7 +7,8 @@ a kill is cut away first); a file made for another set or with other settings is
 Sampling follows the seed (top_p 0.9, temperature 0.35). Every item has its own seed, derived from the
 base seed and the item id; its noise at each step is a hash of (seed, step, token) (`firefly_eval.sampling`),
 so an item's answer does not depend on which other items share its batch (up to the float noise of
-padding). Engines: transformers with our own batched decoding loop (`StaticDecoder`: left padding, static
+padding; the decoding step's attention runs on SDPA's math backend, because on an H200 the fused kernel made
+a row's logits depend on its position in the batch). Engines: transformers with our own batched decoding loop (`StaticDecoder`: left padding, static
 KV cache, the decoding step compiled with CUDA graphs on a GPU; float32 on CPU, bf16 on GPU); vLLM on a GPU
 when it is installed (checked against a stand-in module only: it cannot be installed next to our torch).
 """
@@ -178,14 +179,25 @@ class StaticDecoder:
         self.path = "static cache, compiled step (CUDA graphs)" if compile_step else "static cache, eager"
         # fullgraph=False: a graph break that another torch version might bring costs speed, not the run (the
         # tests check that the step is one graph with the pinned versions)
-        self._step = (torch.compile(self._forward, mode="reduce-overhead", fullgraph=False, dynamic=False)
-                      if compile_step else self._forward)
+        self._step = (torch.compile(self._decoding_step, mode="reduce-overhead", fullgraph=False, dynamic=False)
+                      if compile_step else self._decoding_step)
         self._skips_before = cudagraph_skips()
 
     def _forward(self, input_ids, position_ids, attention_mask):
         out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
                          cache=self.cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float()
+
+    def _decoding_step(self, input_ids, position_ids, attention_mask):
+        """One token per row, attention on SDPA's math backend. With the default choice (a fused kernel for
+        the one query row), a row's logits on an H200 depended on its position in the batch: with the rows
+        reversed, 110 of 130 rows had identical logits (largest difference 0.15) and 12 of 130 greedy answers
+        were equal after 64 tokens; on the math backend, 130 of 130 and 130 of 130 (bench/generate_row_order.py,
+        bench/NOTES.md). Per-item reproducible sampling needs a row to depend on its own tokens only."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.MATH):
+            return self._forward(input_ids, position_ids, attention_mask)
 
     def decode(self, input_ids, attention_mask, max_new_tokens: int, pick, stop_ids: list[int]):
         """[rows, <= max_new_tokens] new token ids; `pick(logits, step)` chooses each step's tokens."""
@@ -195,7 +207,7 @@ class StaticDecoder:
             if not self.compiled:
                 raise
             log.warning("compiled decoding failed (%s: %s); decoding eagerly", type(e).__name__, str(e)[:500])
-            self.compiled, self._step = False, self._forward
+            self.compiled, self._step = False, self._decoding_step
             self.path = f"static cache, eager (compiled step failed: {type(e).__name__})"
             return self._decode(input_ids, attention_mask, max_new_tokens, pick, stop_ids)
 
