@@ -108,7 +108,27 @@ def _bpc_headlines(inp: Inputs) -> list[str]:
         steps.append((groups[0], groups[-1]))
     for (a_label, a_runs), (b_label, b_runs) in steps:
         heads.append(_bpc_change(a_label, a_runs, b_label, b_runs))
+    if reading := _bpc_reading(groups):
+        heads.append(reading)
     return heads
+
+
+def _bpc_reading(groups) -> str | None:
+    """When the second model starts behind the first and later ones win part of it back without catching up
+    (the main job's expanded vocabulary before and after training), one line that says so, so the base -> end
+    change is not read as training making the model worse."""
+    if len(groups) < 3:
+        return None
+    (first, first_runs), (second, second_runs) = groups[:2]
+    best, best_runs = min(groups[2:], key=lambda g: bpc_mean(g[1]))
+    lost = bpc_mean(second_runs) - bpc_mean(first_runs)
+    won = bpc_mean(second_runs) - bpc_mean(best_runs)
+    behind = bpc_mean(best_runs) - bpc_mean(first_runs)
+    if lost <= 0 or won <= 0 or behind <= 0:
+        return None
+    return (f"Reading: `{second}` starts {lost:.3f} bits/char behind `{first}`; training won back {won:.3f} of them "
+            f"({pct(won / lost)}) by `{best}`, which is still {behind:.3f} behind `{first}`: the training moves the "
+            f"model the right way, but this run does not make a model better than `{first}`")
 
 
 def _bpc_change(a_label: str, a_runs, b_label: str, b_runs) -> str:

@@ -246,6 +246,7 @@ def test_bits_per_char_is_the_headline_with_its_seed_noise(report):
     assert "`pretrained` -> `sft`: **+0.096** bits/char (+1.4%), which exceeds the run-to-run noise (spread over 2 seeds: 0.073 bits/char, 1.3x)" in head
     assert "`base` -> `sft`: **-0.482** bits/char (-6.4%), which exceeds the run-to-run noise (spread over 2 seeds: 0.073 bits/char, 6.6x)" in head
     assert "(seeds: 6.901, 6.953)" in head and "1651 characters, in none of the training files given" in head
+    assert "Reading:" not in head  # pretrained is already better than base: nothing to explain
     # smoke-run benchmark numbers are in their sections, never in the headline
     assert "CMMLU average" not in head and "Leaderboard average" not in head
     assert "they are not headline numbers" in head
@@ -473,3 +474,23 @@ def test_chinese_names_are_drawn_with_a_cjk_font_or_numbered(tmp_path, monkeypat
     assert "the figures show Chinese names as numbers: [1] = 基座, [2] = 微调." in md
     labels = figures.Labels(None)
     assert [labels(x) for x in ("base", "基座", "微调", "基座")] == ["base", "[1]", "[2]", "[1]"]
+
+
+def test_bpc_reading_line_when_training_wins_back_part_of_the_expansion_cost():
+    """The main job's pattern (expanded vocabulary worse before training, better after, still behind the base): one
+    line says so; no line when the second model is not behind or the others catch up."""
+    from types import SimpleNamespace
+
+    from firefly_eval.report.markdown import _bpc_reading
+
+    def groups(*values):
+        return [(label, [SimpleNamespace(data={"bits_per_char": v}) for v in vs])
+                for label, vs in zip(("base", "expanded", "pretrained", "sft"), values)]
+
+    line = _bpc_reading(groups([7.5056], [11.3754], [9.6888, 9.8500], [9.8468, 9.9050]))
+    assert line == ("Reading: `expanded` starts 3.870 bits/char behind `base`; training won back 1.606 of them (41.5%) "
+                    "by `pretrained`, which is still 2.264 behind `base`: the training moves the model the right way, "
+                    "but this run does not make a model better than `base`")
+    assert _bpc_reading(groups([7.5], [7.0], [6.9])) is None  # no cost to win back
+    assert _bpc_reading(groups([7.5], [11.0], [7.4])) is None  # caught up
+    assert _bpc_reading(groups([7.5], [11.0])) is None
