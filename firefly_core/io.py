@@ -123,7 +123,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
 def jsonl_object(raw: bytes, path, lineno: int) -> dict | None:
     """One JSONL line as an object (None for a blank line); errors name the file and line."""
     try:
-        line = raw.decode("utf-8")
+        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a byte-order mark (Windows editors) is no text
     except UnicodeDecodeError as e:
         raise InputError(path, f"not UTF-8 ({e.reason})", line=lineno) from None
     if not line.strip():

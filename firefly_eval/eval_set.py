@@ -161,7 +161,7 @@ def _table_rows(path: Path) -> list[tuple[int, dict]]:
 def _json_array_rows(path: Path) -> list[tuple[int, dict]]:
     """(line where the element starts, element) of a file holding one JSON array of objects."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is no text
     except UnicodeDecodeError as e:
         raise InputError(path, f"not UTF-8 ({e.reason})") from None
     decoder, rows = json.JSONDecoder(), []

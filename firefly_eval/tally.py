@@ -191,11 +191,12 @@ def run(args) -> int:
         objective = {it.id: it.objective for it in eval_set.items}
     votes = read_votes(args.db)
     result = tally(votes, meta["set_hash"], meta["models"], objective, args.bootstrap, args.seed)
-    print(format_table(result) if votes else f"{args.db}: no votes yet")
-    if args.output:
+    if args.output:  # first: a path that cannot be written is the one line printed
         try:
             write_json(args.output, checked("tally", result))
         except OSError as e:
             raise FireflyError(f"cannot write {args.output}: {e.strerror}") from None
+    print(format_table(result) if votes else f"{args.db}: no votes yet")
+    if args.output:
         print(f"wrote {args.output}")
     return 0

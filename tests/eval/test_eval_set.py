@@ -227,6 +227,16 @@ def test_json_array_in_belle_columns_and_ours(tmp_path):
     assert load_set(tiny_as_array).hash == load_set(TINY).hash  # same items, same hash, whatever the form
 
 
+@pytest.mark.parametrize("name", ["tiny.json", "tiny.jsonl"])
+def test_a_byte_order_mark_is_not_part_of_the_set(tmp_path, name):
+    """Windows editors save UTF-8 with a byte-order mark: the set loads as without it (JSON array or JSONL)."""
+    lines = TINY.read_text(encoding="utf-8").splitlines()
+    text = "[\n" + ",\n".join(lines) + "\n]\n" if name.endswith(".json") else "\n".join(lines) + "\n"
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_set(path).hash == load_set(TINY).hash
+
+
 @pytest.mark.parametrize("text, line, message", [
     ('[\n  {"id": "a", "task": "m", "prompt": "x", "objective": false},\n  {"id": "b", "task": "m"\n]', 4,
      "invalid JSON: Expecting ',' delimiter"),  # where the parser stops: the ']' on line 4

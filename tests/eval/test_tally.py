@@ -178,9 +178,9 @@ def test_tally_cli_output_to_a_folder_is_one_line(tmp_path, capsys):
     folder = tmp_path / "results"
     folder.mkdir()
     assert main(["tally", "--db", str(db), "-o", str(folder), "--bootstrap", "200"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"firefly-eval tally: error: cannot write {folder}: Is a directory"]
-    assert list(folder.iterdir()) == []
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [f"firefly-eval tally: error: cannot write {folder}: Is a directory"]
+    assert out == "" and list(folder.iterdir()) == []  # nothing else printed, nothing written
 
 
 def test_wrong_language_votes_counted_as_stored():
