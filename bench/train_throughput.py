@@ -13,7 +13,8 @@ issue's 50-step check).
     python bench/train_throughput.py ... --which firefly -- --loss_chunk_tokens 0 --uncheckpointed_layers 6
 
 Arguments after `--` are firefly-train config overrides of the firefly path (`--key value`, as on its
-command line), to time one change at a time.
+command line), to time one change at a time. `--profile N` runs N more steps of each path under
+torch.profiler after the timed ones and prints where a step's time goes by op class (`bench/op_profile.py`).
 
 `--tokenizer` is a folder whose vocabulary matches `--vocab` (the 55,296-piece Chinese-LLaMA-2 one); the
 firefly path needs it because firefly-train refuses a model whose embedding is larger than its tokenizer.
@@ -21,6 +22,7 @@ firefly path needs it because firefly-train refuses a model whose embedding is l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from op_profile import breakdown, print_breakdown, profiled
 
 
 def make_random_model(shape: Path, vocab: int, out: Path) -> Path:
@@ -78,7 +81,11 @@ def recipe_config(args, **overrides):
     return load_config(PretrainConfig, args.recipe, {
         "tokenizer": str(args.tokenizer), "data": ["synthetic"], "micro_batch_size": args.micro_batch,
         "gradient_accumulation_steps": 1, "max_seq_length": args.seq, "gradient_checkpointing": args.checkpointing,
-        "max_steps": args.warmup + args.steps, "seed": args.seed, **overrides})
+        "max_steps": total_steps(args), "seed": args.seed, **overrides})
+
+
+def total_steps(args) -> int:
+    return args.warmup + args.steps + args.profile
 
 
 def baseline(model_dir: Path, kind: str, args) -> dict:
@@ -103,7 +110,7 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
                       target_modules="all-linear", modules_to_save=["embed_tokens", "lm_head"], task_type="CAUSAL_LM")
     torch.manual_seed(args.seed)  # LoRA init; firefly-train seeds the same way (cfg.seed)
     model = get_peft_model(model, lora)
-    steps = list(batches(kind, args.vocab, args.seq, args.micro_batch, args.warmup + args.steps))
+    steps = list(batches(kind, args.vocab, args.seq, args.micro_batch, total_steps(args)))
     rows = [{"input_ids": s} for b in steps for s in b]
     step_tokens = [sum(len(s) for s in b) for b in steps]  # non-padding tokens of each step
 
@@ -112,10 +119,13 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
             return SequentialSampler(self.train_dataset)
 
     class Clock(TrainerCallback):
-        """Time the steps after warmup, count their non-padding tokens; keep every step's loss."""
+        """Time the steps after warmup, count their non-padding tokens; keep every step's loss; profile the
+        `--profile` steps after the timed ones."""
 
         def __init__(self):
-            self.losses, self.tokens, self.t0 = [], 0, None
+            self.losses, self.tokens, self.t0, self.seconds = [], 0, None, None
+            self.profiling = contextlib.ExitStack()
+            self.prof = None
 
         def on_step_begin(self, targs, state, control, **kw):
             if state.global_step == args.warmup:
@@ -123,10 +133,17 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 self.t0 = time.perf_counter()
+            if args.profile and state.global_step == args.warmup + args.steps:
+                self.prof = self.profiling.enter_context(profiled())
 
         def on_step_end(self, targs, state, control, **kw):
-            if state.global_step > args.warmup:
+            if args.warmup < state.global_step <= args.warmup + args.steps:
                 self.tokens += step_tokens[state.global_step - 1]
+            if state.global_step == args.warmup + args.steps:
+                sync()
+                self.seconds = time.perf_counter() - self.t0
+            if state.global_step == total_steps(args):
+                self.profiling.close()
 
         def on_log(self, targs, state, control, logs=None, **kw):
             if logs and "loss" in logs:
@@ -138,7 +155,7 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(
             output_dir=out, per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=1,
-            max_steps=args.warmup + args.steps, learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
+            max_steps=total_steps(args), learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
             warmup_steps=cfg.warmup_steps or math.ceil(cfg.warmup_ratio * (args.warmup + args.steps)),  # as Trainer.step
             weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             optim=args.baseline_optim, bf16=True, gradient_checkpointing=args.checkpointing, logging_steps=1,
@@ -148,10 +165,14 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
                           data_collator=lambda items: pad_batch([it["input_ids"] for it in items], "cpu"))
         trainer.train()
         sync()
-    dt = time.perf_counter() - clock.t0
-    return {"tokens_per_s": clock.tokens / dt, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
-            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad), "steps": args.steps,
-            "losses": clock.losses, "mixed_precision": trainer.accelerator.mixed_precision, "optim": targs.optim}
+    result = {"tokens_per_s": clock.tokens / clock.seconds,
+              "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+              "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad), "steps": args.steps,
+              "losses": clock.losses, "mixed_precision": trainer.accelerator.mixed_precision, "optim": targs.optim}
+    if clock.prof is not None:
+        result["profile"] = breakdown(clock.prof, args.profile, cfg.lora.r, args.vocab)
+        print_breakdown("baseline", result["profile"], 1000 * clock.seconds / args.steps)
+    return result
 
 
 def firefly(model_dir: Path, kind: str, args) -> dict:
@@ -162,7 +183,7 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
     from firefly_train.data.collate import packed_collate
     from firefly_train.trainer import Trainer
 
-    seqs = [s for b in batches(kind, args.vocab, args.seq, args.micro_batch, args.warmup + args.steps) for s in b]
+    seqs = [s for b in batches(kind, args.vocab, args.seq, args.micro_batch, total_steps(args)) for s in b]
     items = [{"input_ids": s, "labels": s.clone()} for s in seqs]
 
     def data_fn(cfg, tokenizer):
@@ -174,11 +195,12 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
         cfg = recipe_config(args, model=str(model_dir), output_dir=out, **parse_overrides(args.overrides))
         trainer = Trainer(cfg, "bench", data_fn)
         trainer.order.indices = lambda k: list(range(k * args.micro_batch, (k + 1) * args.micro_batch))
-        return run_steps(trainer.step, trainer.model, args)
+        return run_steps(trainer.step, trainer.model, args, cfg.lora.r)
 
 
-def run_steps(step, model, args) -> dict:
-    """Time `step()` (one optimizer step, returns {"loss", "tokens"}) after warmup steps."""
+def run_steps(step, model, args, rank: int) -> dict:
+    """Time `step()` (one optimizer step, returns {"loss", "tokens"}) after warmup steps; then profile
+    `args.profile` more steps (`rank`: the LoRA rank, to tell LoRA matmuls from the base's)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -194,8 +216,15 @@ def run_steps(step, model, args) -> dict:
         losses.append(r["loss"])
     sync()
     dt = time.perf_counter() - t0
-    return {"tokens_per_s": tokens / dt, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
-            "trainable": trainable, "steps": args.steps, "losses": losses}
+    result = {"tokens_per_s": tokens / dt, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+              "trainable": trainable, "steps": args.steps, "losses": losses}
+    if args.profile:
+        with profiled() as prof:
+            for _ in range(args.profile):
+                step()
+        result["profile"] = breakdown(prof, args.profile, rank, args.vocab)
+        print_breakdown("firefly", result["profile"], 1000 * dt / args.steps)
+    return result
 
 
 def main():
@@ -215,6 +244,8 @@ def main():
     ap.add_argument("--seed", type=int, default=42, help="LoRA init seed of both paths")
     ap.add_argument("--baseline-optim", default="paged_adamw_32bit",
                     help="the baseline's TrainingArguments.optim (paged_adamw_32bit, as Firefly's configs; CUDA only)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="then N more steps of each path under torch.profiler: time per op class")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("overrides", nargs="*", help="after --: firefly-train config overrides (--key value)")
     args = ap.parse_args()

@@ -23,9 +23,9 @@ def test_chunked_loss_bench_prints_both_paths_with_the_same_loss():
     assert "chunked / full: time x" in out
 
 
-def _tiny_shape(tmp_path) -> Path:
+def _tiny_shape(tmp_path, hidden: int = 64, intermediate: int = 128) -> Path:
     shape = json.loads((REPO / "configs" / "shapes" / "llama2-7b.json").read_text())
-    shape.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    shape.update(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=4)
     (tmp_path / "shape.json").write_text(json.dumps(shape))
     return tmp_path / "shape.json"
@@ -57,3 +57,22 @@ def test_throughput_bench_baseline_is_the_hf_trainer_in_bf16(tiny_llama, tmp_pat
     assert len(rows["baseline"]["losses"]) == 3 and all(loss > 0 for loss in rows["baseline"]["losses"])
     assert rows["baseline"]["mixed_precision"] == "bf16"  # the autocast every Trainer(bf16=True) run has
     assert rows["baseline"]["trainable"] > 2 * vocab * 64  # embed_tokens and lm_head are trained in full
+
+
+def test_throughput_bench_profiles_a_step_by_op_class(tiny_llama, tmp_path):
+    """`--profile N`: N more steps under torch.profiler, their time by the issue's op classes (on the CPU: CPU
+    time). Widths and token counts differ from the LoRA rank (64) so the matmuls are told apart by shape."""
+    vocab = len(json.loads((tiny_llama / "tokenizer.json").read_text())["model"]["vocab"])
+    report = tmp_path / "bench.json"
+    out = _run("bench/train_throughput.py", "--shape", _tiny_shape(tmp_path, 96, 192), "--vocab", vocab, "--seq", 40,
+               "--micro-batch", 2, "--steps", 1, "--warmup", 1, "--profile", 1, "--model-dir", tmp_path / "model",
+               "--tokenizer", tiny_llama, "--which", "firefly", "--json", report,
+               "--", "--precision", "fp32", "--optimizer", "adamw_torch")
+    assert "firefly: cpu time per step by op class" in out
+    profile = json.loads(report.read_text())["rows"]["firefly"]["profile"]
+    ms = profile["ms_per_step"]
+    for op_class in ("NF4 dequantise", "base matmuls", "LoRA matmuls", "head + loss", "attention", "dropout",
+                     "optimizer"):
+        assert ms[op_class] > 0, op_class
+    assert "bitsandbytes::dequantize_4bit" in profile["ops"]["NF4 dequantise"]
+    assert any("softmax" in op for op in profile["ops"]["head + loss"])
