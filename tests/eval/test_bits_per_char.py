@@ -156,3 +156,20 @@ def test_cnews_sample_scores(tiny_llama, shared_data, tmp_path):
     assert r["documents"] == 1 and r["windows"] > 1  # the first article, longer than one window
     # a random 2-layer model is close to uniform over its vocabulary: about log2(vocab) bits per token
     assert r["bits_per_char"] / r["tokens_per_char"] == pytest.approx(math.log2(49152), rel=0.1)
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_scores_as_cpu_float32(tiny_llama, tmp_path):
+    """On a GPU the command runs the model in bf16 on CUDA; the result matches the CPU's float32 one up to bf16
+    rounding. Run on a GPU machine with `scripts/test.sh -m gpu` (CI has none)."""
+    text = tmp_path / "heldout.txt"
+    text.write_text("\n".join(DOCS) + "\n\n", encoding="utf-8")
+    results = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / f"{device}.json"
+        assert main(["bits-per-char", "--ckpt", str(tiny_llama), "--text", str(text), "--device", device,
+                     "-o", str(out)]) == 0
+        results[device] = json.loads(out.read_text(encoding="utf-8"))
+    assert (results["cpu"]["dtype"], results["cuda"]["dtype"]) == ("float32", "bfloat16")
+    assert results["cuda"]["device"] == "cuda"
+    assert results["cuda"]["bits_per_char"] == pytest.approx(results["cpu"]["bits_per_char"], rel=0.02)
