@@ -15,11 +15,10 @@ this diagnostic found the row dependence (2026-12-02).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
-
-import contextlib
 
 import torch
 

@@ -8,9 +8,10 @@ Sampling follows the seed (top_p 0.9, temperature 0.35). Every item has its own 
 base seed and the item id; its noise at each step is a hash of (seed, step, token) (`firefly_eval.sampling`),
 so an item's answer does not depend on which other items share its batch (up to the float noise of
 padding; the decoding step's attention runs on SDPA's math backend, because on an H200 the fused kernel made
-a row's logits depend on its position in the batch). Engines: transformers with our own batched decoding loop (`StaticDecoder`: left padding, static
-KV cache, the decoding step compiled with CUDA graphs on a GPU; float32 on CPU, bf16 on GPU); vLLM on a GPU
-when it is installed (checked against a stand-in module only: it cannot be installed next to our torch).
+a row's logits depend on its position in the batch). Engines: transformers with our own batched decoding
+loop (`StaticDecoder`: left padding, static KV cache, the decoding step compiled with CUDA graphs on a GPU;
+float32 on CPU, bf16 on GPU); vLLM on a GPU when it is installed (checked against a stand-in module only: it
+cannot be installed next to our torch).
 """
 from __future__ import annotations
 
