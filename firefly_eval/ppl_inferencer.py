@@ -8,7 +8,8 @@ prompt's fields into the whole text, few-shot block included (copying every few-
 renders the few-shot block once per distinct example list, reads each row once, fills a question's fields into
 the short template before the few-shot block goes in (`LabelPrompts`; where that could change the text, it
 renders as OpenCompass does), tokenises a label's prompts in one batched call (the model keeps the ids for
-scoring: `FireflyCausalLM.remember_token_ids`), and parses each prompt once. The output handler gets exactly
+scoring: `FireflyCausalLM.remember_token_ids`), parses each prompt once (and scores the parsed texts), and
+fills message lists without OpenCompass's deep copy of every message (`fill`). The output handler gets exactly
 what OpenCompass gives it (including its use of the batch's first few-shot block when it strips the few-shot
 text from a saved prompt), so the predictions files are identical byte for byte.
 
@@ -22,8 +23,10 @@ import torch
 from opencompass.openicl.icl_inferencer import PPLInferencer
 from opencompass.openicl.icl_inferencer.icl_base_inferencer import PPLInferencerOutputHandler
 from opencompass.registry import ICL_INFERENCERS
-from opencompass.utils.prompt import safe_format
+from opencompass.utils.prompt import PromptList, safe_format
 from tqdm import trange
+
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def _label_template(ice_template, prompt_template):
@@ -43,6 +46,33 @@ def _text(prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return "".join(p if isinstance(p, str) else str(p.get("prompt", "")) for p in prompt)
+
+
+def fill(template: PromptList, row: dict, ice_token: str, ice) -> PromptList:
+    """`template.format(**row).replace(ice_token, ice)` as OpenCompass's `PromptList` computes it, without its deep
+    copy of every message: for messages whose values are all strings or numbers a shallow copy is the same."""
+    if not all(isinstance(v, _SCALARS) for item in template if isinstance(item, dict) for v in item.values()):
+        return template.format(**row).replace(ice_token, ice)
+    formatted = [(dict(item, prompt=safe_format(item["prompt"], **row)) if "prompt" in item else dict(item))
+                 if isinstance(item, dict) else safe_format(item, **row) for item in template]
+    out = PromptList()
+    for item in formatted:
+        if isinstance(item, dict):
+            if "prompt" in item and ice_token in item["prompt"]:
+                if not isinstance(ice, str):  # OpenCompass refuses a message list inside a message
+                    return PromptList(formatted).replace(ice_token, ice)
+                item["prompt"] = item["prompt"].replace(ice_token, ice)
+            out.append(item)
+        elif isinstance(ice, str):
+            out.append(item.replace(ice_token, ice))
+        else:  # a message list goes in between the pieces, as OpenCompass splices it
+            pieces = item.split(ice_token)
+            for i, piece in enumerate(pieces):
+                if piece:
+                    out.append(piece)
+                if i < len(pieces) - 1:
+                    out += ice
+    return out
 
 
 class LabelPrompts:
@@ -69,8 +99,9 @@ class LabelPrompts:
             encoded = t._encode_template(raw, ice=False)
             self.encoded[label] = encoded.replace(t.sep_token, "") if t.sep_token is not None else encoded
         encoded = self.encoded[label]
-        filled = safe_format(encoded, **row) if isinstance(encoded, str) else encoded.format(**row)
-        return filled.replace(t.ice_token, ice)
+        if isinstance(encoded, str):
+            return safe_format(encoded, **row).replace(t.ice_token, ice)
+        return fill(encoded, row, t.ice_token, ice)
 
 
 @ICL_INFERENCERS.register_module()
@@ -117,8 +148,8 @@ class FireflyPPLInferencer(PPLInferencer):
                 texts[i], token_num_list[i] = self.model.parse_template(prompts[i], mode="ppl"), n
             sub_ppl_list = []
             for start in trange(0, len(prompts), self.batch_size, disable=not self.is_main_process):
-                with torch.no_grad():
-                    scores = self.model.get_ppl_from_template(prompts[start:start + self.batch_size]).tolist()
+                with torch.no_grad():  # get_ppl_from_template would parse the prompts again
+                    scores = self.model.get_ppl(texts[start:start + self.batch_size]).tolist()
                 ice_str = self.model.parse_template(ice[start], mode="ppl")  # as OpenCompass: the batch's first
                 for index, (res, prompt) in enumerate(zip(scores, texts[start:start + self.batch_size]), start):
                     sub_ppl_list.append(res)

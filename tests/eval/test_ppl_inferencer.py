@@ -81,3 +81,36 @@ def test_label_prompts_fall_back_where_a_field_could_change_the_text():
 def test_label_prompts_equal_opencompass_rendering_on_real_cmmlu(shared_data):
     subjects = sorted(p.stem for p in (shared_data / "cmmlu" / "test").glob("*.csv"))[::6]  # 12 of the 67
     assert _rendering_equals_opencompass(shared_data / "cmmlu", subjects) > 4000
+
+
+def test_fill_equals_opencompass_format_then_replace():
+    """`fill` gives what OpenCompass's `PromptList.format(**row).replace(token, ice)` gives, for string and message
+    items, a string or a message list as the few-shot block, and (through OpenCompass's own code) messages with
+    nested values; a message list inside a message is refused as OpenCompass refuses it."""
+    from opencompass.utils.prompt import PromptList
+
+    from firefly_eval.ppl_inferencer import fill
+
+    row = {"question": "1+1={x}?", "A": "2", "answer": "A"}
+    templates = [
+        PromptList(["</E>", "题目：{question}\nA. {A}\n答案是: {answer}"]),
+        PromptList([{"section": "round", "pos": "begin"}, "</E>",
+                    {"role": "HUMAN", "prompt": "</E>{question} A. {A}"}, {"role": "BOT", "prompt": "{answer}"},
+                    {"section": "round", "pos": "end"}]),
+        PromptList(["a</E>b</E>", {"role": "HUMAN", "prompt": "{question}", "meta": {"tags": ["x"]}}]),
+    ]
+    ices = ["例：1+2=3 答案是: A\n\n", PromptList([{"role": "HUMAN", "prompt": "例"}, "答案是: B\n"])]
+    for template in templates:
+        for ice in ices:
+            try:
+                expected = template.format(**row).replace("</E>", ice)
+            except TypeError:
+                with pytest.raises(TypeError):
+                    fill(template, row, "</E>", ice)
+                continue
+            got = fill(template, row, "</E>", ice)
+            assert got == expected and isinstance(got, PromptList)
+            assert template == PromptList(template)  # the template itself is not changed
+    original = templates[1][2]
+    fill(templates[1], row, "</E>", ices[0])[2]["prompt"] = "changed"
+    assert original == {"role": "HUMAN", "prompt": "</E>{question} A. {A}"}  # messages are copies
