@@ -3,7 +3,9 @@
 `FireflyLM`, both through `lm_eval.simple_evaluate` with the same task YAMLs, the same model loaded once and
 the same `--limit`. Every request's (log-likelihood, is_greedy) is compared one by one (from the logged
 samples), then every metric. Times are whole `simple_evaluate` calls: building the contexts on the CPU
-included. `--full` then runs ours alone on every question.
+included. `--noise-batch-size N` runs the stock path again at batch size N and compares it with itself the same
+way: how far the stock engine's own numbers move with its batch (in bf16, the floor to read ours against).
+`--full` then runs ours alone on every question.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, default=None, help="questions per task (per MMLU subject) for both paths")
     p.add_argument("--batch-size", default=None, help="both paths (default: auto on a GPU, 8 on the CPU)")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bf16 on a GPU")
+    p.add_argument("--noise-batch-size", type=int, help="also run the stock path at this batch size, against itself")
     p.add_argument("--full", action="store_true", help="then run ours alone on every question, timed")
 
 
@@ -38,6 +41,16 @@ def _requests(out: dict) -> dict:
 def _metrics(out: dict) -> dict:
     return {(task, key): value for task, row in out["results"].items() for key, value in row.items()
             if isinstance(value, float) and "_stderr" not in key}
+
+
+def _compare(x: dict, y: dict) -> tuple[float, int, float, bool, int]:
+    """Two simple_evaluate outputs, request by request and metric by metric: (max |d log-likelihood|, requests
+    whose is_greedy differs, max |d metric|, metrics identical, requests compared)."""
+    a, b = _requests(x), _requests(y)
+    assert a.keys() == b.keys(), "the two runs scored different requests"
+    ma, mb = _metrics(x), _metrics(y)
+    return (max(abs(a[k][0] - b[k][0]) for k in a), sum(a[k][1] != b[k][1] for k in a),
+            max(abs(ma[k] - mb[k]) for k in ma), ma == mb, len(a))
 
 
 def _timed(name, model, tok, task_dir, args, engine, batch_size, limit) -> tuple[dict, dict]:
@@ -73,13 +86,13 @@ def run(args) -> dict:
     rows["hf (stock HFLM)"], stock = _timed("hf", model, tok, task_dir, args, "hf", batch_size, args.limit)
     rows["firefly (FireflyLM)"], ours = _timed("firefly", model, tok, task_dir, args, "firefly", batch_size,
                                                args.limit)
-    a, b = _requests(stock), _requests(ours)
-    assert a.keys() == b.keys(), "the two paths scored different requests"
-    max_delta = max(abs(a[k][0] - b[k][0]) for k in a)
-    greedy_diff = sum(a[k][1] != b[k][1] for k in a)
-    ma, mb = _metrics(stock), _metrics(ours)
-    metric_delta = max(abs(ma[k] - mb[k]) for k in ma)
-    metrics_identical = ma == mb
+    max_delta, greedy_diff, metric_delta, metrics_identical, n_compared = _compare(stock, ours)
+    noise = None
+    if args.noise_batch_size:
+        rows[f"hf, batch {args.noise_batch_size}"], stock_again = _timed(
+            "hf again", model, tok, task_dir, args, "hf", args.noise_batch_size, args.limit)
+        noise = dict(zip(("max_abs_loglikelihood_diff", "is_greedy_differences", "max_abs_metric_diff",
+                          "metrics_identical"), _compare(stock, stock_again)[:4]), batch_size=args.noise_batch_size)
     if args.full:
         rows["firefly (full)"], _ = _timed("firefly full", model, tok, task_dir, args, "firefly", batch_size, None)
     print(f"\n{'path':<22}{'seconds':>10}{'requests':>10}{'req/s':>10}" + "".join(f"{t:>16}" for t in args.tasks))
@@ -87,9 +100,14 @@ def run(args) -> dict:
         print(f"{name:<22}{r['seconds']:>10.1f}{r['requests']:>10}{r['requests_per_s']:>10.1f}"
               + "".join(f"{r[t]:>16.6f}" for t in args.tasks))
     speedup = rows["hf (stock HFLM)"]["seconds"] / rows["firefly (FireflyLM)"]["seconds"]
-    print(f"\nfirefly / stock: time x{1 / speedup:.3f} (speed-up x{speedup:.2f}); {len(a)} requests compared: "
+    print(f"\nfirefly / stock: time x{1 / speedup:.3f} (speed-up x{speedup:.2f}); {n_compared} requests compared: "
           f"max |d loglikelihood| {max_delta:.3g}, is_greedy differs on {greedy_diff}; metrics identical: "
           f"{metrics_identical} (max |d| {metric_delta:.3g}); dtype {model.dtype}, batch size {batch_size}")
-    return {"rows": rows, "speedup": speedup, "requests_compared": len(a), "max_abs_loglikelihood_diff": max_delta,
+    if noise:
+        print(f"stock at batch {batch_size} vs stock at batch {noise['batch_size']}: max |d loglikelihood| "
+              f"{noise['max_abs_loglikelihood_diff']:.3g}, is_greedy differs on {noise['is_greedy_differences']}; "
+              f"metrics identical: {noise['metrics_identical']} (max |d| {noise['max_abs_metric_diff']:.3g})")
+    return {"rows": rows, "speedup": speedup, "requests_compared": n_compared, "max_abs_loglikelihood_diff": max_delta,
             "is_greedy_differences": greedy_diff, "metrics_identical": metrics_identical,
-            "max_abs_metric_diff": metric_delta, "dtype": str(model.dtype), "batch_size": str(batch_size)}
+            "max_abs_metric_diff": metric_delta, "stock_against_itself": noise, "dtype": str(model.dtype),
+            "batch_size": str(batch_size)}
