@@ -156,7 +156,7 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
         targs = TrainingArguments(
             output_dir=out, per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=1,
             max_steps=total_steps(args), learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
-            warmup_steps=cfg.warmup_steps or math.ceil(cfg.warmup_ratio * (args.warmup + args.steps)),  # as Trainer.step
+            warmup_steps=cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps(args)),  # as Trainer.step
             weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             optim=args.baseline_optim, bf16=True, gradient_checkpointing=args.checkpointing, logging_steps=1,
             save_strategy="no", report_to="none", seed=args.seed, remove_unused_columns=False,
