@@ -75,50 +75,56 @@ def main() -> None:
         diff = "" if max_diff is None else f", max |d logit| {max_diff:.3g}"
         print(f"{name:<52} {same:>4}/{total}{diff}", flush=True)
 
-    for name in args.settings or []:
-        gen = BatchedGenerator(model, tokenizer, texts, args.steps, stop_ids, len(texts), compile_step=False)
-        gen.decoder._step = gen.decoder._forward  # the kernels `name` selects, not the decoder's own choice
-        orders = {"as sorted": list(gen.order), "reversed": list(reversed(gen.order))}
-        tokens, step1 = {}, {}
+    def generator(compiled: bool):
+        gen = BatchedGenerator(model, tokenizer, texts, args.steps, stop_ids, len(texts), compile_step=compiled)
+        return gen, {"as sorted": list(gen.order), "reversed": list(reversed(gen.order))}
+
+    def report_equal(name, by_order, **kw):  # items whose result is the same in both row orders
+        a, b = by_order.values()
+        report(name, sum(a[i] == b[i] for i in range(len(texts))), len(texts), **kw)
+
+    def report_logits(name, by_order):  # rows whose logits are bit-identical in both row orders, largest difference
+        a, b = by_order.values()
+        diffs = [float((a[i] - b[i]).abs().max()) for i in range(len(texts))]
+        report(name, sum(d == 0 for d in diffs), len(texts), max(diffs))
+
+    for name in args.settings or []:  # the kernels each setting selects, not the decoder's own choice
+        gen, orders = generator(False)
+        gen.decoder._step = gen.decoder._forward
+        tokens, step_logits = {}, {}
         with numerics(name):
             for order_name, order in orders.items():
                 gen.order = order
                 members, enc = gen.batch_inputs(gen.batches[0])
                 out = gen.decoder.decode(enc["input_ids"], enc["attention_mask"], 2, greedy_pick, stop_ids)
                 with torch.no_grad():  # the step after the two tokens just decoded, from the cache they left
-                    logits = gen.decoder._forward(out[:, -1:], (enc["attention_mask"].long().sum(-1, keepdim=True)
-                                                                + 1), _decode_mask(gen.decoder, enc))
-                step1[order_name] = {i: logits[r] for r, i in enumerate(members)}
+                    logits = gen.decoder._forward(out[:, -1:], enc["attention_mask"].long().sum(-1, keepdim=True) + 1,
+                                                  gen.decoder.cache_mask(enc["attention_mask"]))
+                step_logits[order_name] = {i: logits[r] for r, i in enumerate(members)}
                 tokens[order_name] = dict(gen.token_rows(None))
-        diffs = [float((step1["as sorted"][i] - step1["reversed"][i]).abs().max()) for i in range(len(texts))]
-        report(f"[{name}] decoding step logits", sum(d == 0 for d in diffs), len(texts), max(diffs))
-        report(f"[{name}] greedy, eager, {args.steps} steps", sum(tokens["as sorted"][i] == tokens["reversed"][i]
-                                                                  for i in range(len(texts))), len(texts))
-    for compiled in [] if args.settings else [False] + ([] if args.no_compile or model.device.type != "cuda" else [True]):
-        gen = BatchedGenerator(model, tokenizer, texts, args.steps, stop_ids, len(texts), compile_step=compiled)
-        tag = "compiled step" if compiled else "eager"
+        report_logits(f"[{name}] decoding step logits", step_logits)
+        report_equal(f"[{name}] greedy, eager, {args.steps} steps", tokens)
+    compiled_too = not args.no_compile and model.device.type == "cuda"
+    for compiled in [] if args.settings else [False] + [True] * compiled_too:
+        gen, orders = generator(compiled)
         if compiled:
             gen.warm_up()
-        orders = {"as sorted": list(gen.order), "reversed": list(reversed(gen.order))}
-        if not compiled:  # prefill logits, row by row
-            logits = {}
+        else:  # prefill logits row by row, and the sampler alone
+            prefill = {}
             for name, order in orders.items():
                 gen.order = order
                 members, enc = gen.batch_inputs(gen.batches[0])
                 with torch.no_grad():
                     out = model(**enc, logits_to_keep=1).logits[:, -1].float()
-                logits[name] = {i: out[r] for r, i in enumerate(members)}
-            diffs = [float((logits["as sorted"][i] - logits["reversed"][i]).abs().max()) for i in range(len(texts))]
-            report("prefill logits (plain forward)", sum(d == 0 for d in diffs), len(texts), max(diffs))
+                prefill[name] = {i: out[r] for r, i in enumerate(members)}
+            report_logits("prefill logits (plain forward)", prefill)
             torch.manual_seed(0)
             fake = torch.randn(len(texts), vocab, device=model.device).to(model.dtype)
             picked = {}
             for name, perm in {"as sorted": list(range(len(texts))), "reversed": list(reversed(range(len(texts))))}.items():
-                sampler = ItemSampler([seeds[i] for i in perm], vocab, 0.35, 0.9, model.device)
-                row = sampler(fake[perm], 3).tolist()
+                row = ItemSampler([seeds[i] for i in perm], vocab, 0.35, 0.9, model.device)(fake[perm], 3).tolist()
                 picked[name] = {i: row[r] for r, i in enumerate(perm)}
-            report("sampler alone on identical logits", sum(picked["as sorted"][i] == picked["reversed"][i]
-                                                            for i in range(len(texts))), len(texts))
+            report_equal("sampler alone on identical logits", picked)
         for mode, item_seeds in (("greedy", None), ("sampled", seeds)):
             tokens = {}
             for name, order in orders.items():
@@ -126,21 +132,13 @@ def main() -> None:
                 t0 = time.perf_counter()
                 tokens[name] = dict(gen.token_rows(item_seeds))
                 seconds = time.perf_counter() - t0
-            report(f"{mode}, {tag}, {args.steps} steps", sum(tokens["as sorted"][i] == tokens["reversed"][i]
-                                                             for i in range(len(texts))), len(texts), seconds=seconds)
+            report_equal(f"{mode}, {'compiled step' if compiled else 'eager'}, {args.steps} steps", tokens,
+                         seconds=seconds)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "dtype": str(model.dtype), "device": str(model.device), "checks": checks},
                                         indent=2))
-
-
-def _decode_mask(decoder, enc):
-    """The attention mask `StaticDecoder` decodes with: the prompt's, then ones up to the cache's length."""
-    mask = torch.ones(enc["input_ids"].shape[0], decoder.max_len, dtype=enc["attention_mask"].dtype,
-                      device=enc["input_ids"].device)
-    mask[:, : enc["attention_mask"].shape[1]] = enc["attention_mask"]
-    return mask
 
 
 if __name__ == "__main__":

@@ -200,6 +200,14 @@ class StaticDecoder:
         with sdpa_kernel(SDPBackend.MATH):
             return self._forward(input_ids, position_ids, attention_mask)
 
+    def cache_mask(self, attention_mask):
+        """The mask every step decodes with: the prompt's, then ones up to the cache's length."""
+        import torch
+
+        mask = torch.ones(len(attention_mask), self.max_len, dtype=attention_mask.dtype, device=attention_mask.device)
+        mask[:, : attention_mask.shape[1]] = attention_mask
+        return mask
+
     def decode(self, input_ids, attention_mask, max_new_tokens: int, pick, stop_ids: list[int]):
         """[rows, <= max_new_tokens] new token ids; `pick(logits, step)` chooses each step's tokens."""
         try:
@@ -218,8 +226,7 @@ class StaticDecoder:
         rows, prompt_len = input_ids.shape
         if rows != self.rows or prompt_len + max_new_tokens > self.max_len:
             raise ValueError(f"batch {rows}x{prompt_len} (+{max_new_tokens}) does not fit {self.rows}x{self.max_len}")
-        mask = torch.ones(rows, self.max_len, dtype=attention_mask.dtype, device=input_ids.device)
-        mask[:, :prompt_len] = attention_mask
+        mask = self.cache_mask(attention_mask)
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         stops = torch.tensor(stop_ids, dtype=torch.long, device=input_ids.device)
         with torch.no_grad():  # not inference_mode: the cache's tensors stay usable by the compiled step

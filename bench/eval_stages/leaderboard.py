@@ -43,14 +43,20 @@ def _metrics(out: dict) -> dict:
             if isinstance(value, float) and "_stderr" not in key}
 
 
-def _compare(x: dict, y: dict) -> tuple[float, int, float, bool, int]:
-    """Two simple_evaluate outputs, request by request and metric by metric: (max |d log-likelihood|, requests
-    whose is_greedy differs, max |d metric|, metrics identical, requests compared)."""
+def _compare(x: dict, y: dict) -> dict:
+    """Two simple_evaluate outputs, request by request and metric by metric."""
     a, b = _requests(x), _requests(y)
     assert a.keys() == b.keys(), "the two runs scored different requests"
     ma, mb = _metrics(x), _metrics(y)
-    return (max(abs(a[k][0] - b[k][0]) for k in a), sum(a[k][1] != b[k][1] for k in a),
-            max(abs(ma[k] - mb[k]) for k in ma), ma == mb, len(a))
+    return {"requests_compared": len(a), "max_abs_loglikelihood_diff": max(abs(a[k][0] - b[k][0]) for k in a),
+            "is_greedy_differences": sum(a[k][1] != b[k][1] for k in a),
+            "max_abs_metric_diff": max(abs(ma[k] - mb[k]) for k in ma), "metrics_identical": ma == mb}
+
+
+def _describe(c: dict) -> str:
+    return (f"max |d loglikelihood| {c['max_abs_loglikelihood_diff']:.3g}, is_greedy differs on "
+            f"{c['is_greedy_differences']}; metrics identical: {c['metrics_identical']} "
+            f"(max |d| {c['max_abs_metric_diff']:.3g})")
 
 
 def _timed(name, model, tok, task_dir, args, engine, batch_size, limit) -> tuple[dict, dict]:
@@ -86,13 +92,11 @@ def run(args) -> dict:
     rows["hf (stock HFLM)"], stock = _timed("hf", model, tok, task_dir, args, "hf", batch_size, args.limit)
     rows["firefly (FireflyLM)"], ours = _timed("firefly", model, tok, task_dir, args, "firefly", batch_size,
                                                args.limit)
-    max_delta, greedy_diff, metric_delta, metrics_identical, n_compared = _compare(stock, ours)
-    noise = None
+    agreement, noise = _compare(stock, ours), None
     if args.noise_batch_size:
         rows[f"hf, batch {args.noise_batch_size}"], stock_again = _timed(
             "hf again", model, tok, task_dir, args, "hf", args.noise_batch_size, args.limit)
-        noise = dict(zip(("max_abs_loglikelihood_diff", "is_greedy_differences", "max_abs_metric_diff",
-                          "metrics_identical"), _compare(stock, stock_again)[:4]), batch_size=args.noise_batch_size)
+        noise = {**_compare(stock, stock_again), "batch_size": args.noise_batch_size}
     if args.full:
         rows["firefly (full)"], _ = _timed("firefly full", model, tok, task_dir, args, "firefly", batch_size, None)
     print(f"\n{'path':<22}{'seconds':>10}{'requests':>10}{'req/s':>10}" + "".join(f"{t:>16}" for t in args.tasks))
@@ -100,14 +104,10 @@ def run(args) -> dict:
         print(f"{name:<22}{r['seconds']:>10.1f}{r['requests']:>10}{r['requests_per_s']:>10.1f}"
               + "".join(f"{r[t]:>16.6f}" for t in args.tasks))
     speedup = rows["hf (stock HFLM)"]["seconds"] / rows["firefly (FireflyLM)"]["seconds"]
-    print(f"\nfirefly / stock: time x{1 / speedup:.3f} (speed-up x{speedup:.2f}); {n_compared} requests compared: "
-          f"max |d loglikelihood| {max_delta:.3g}, is_greedy differs on {greedy_diff}; metrics identical: "
-          f"{metrics_identical} (max |d| {metric_delta:.3g}); dtype {model.dtype}, batch size {batch_size}")
+    print(f"\nfirefly / stock: time x{1 / speedup:.3f} (speed-up x{speedup:.2f}); "
+          f"{agreement['requests_compared']} requests compared: {_describe(agreement)}; dtype {model.dtype}, "
+          f"batch size {batch_size}")
     if noise:
-        print(f"stock at batch {batch_size} vs stock at batch {noise['batch_size']}: max |d loglikelihood| "
-              f"{noise['max_abs_loglikelihood_diff']:.3g}, is_greedy differs on {noise['is_greedy_differences']}; "
-              f"metrics identical: {noise['metrics_identical']} (max |d| {noise['max_abs_metric_diff']:.3g})")
-    return {"rows": rows, "speedup": speedup, "requests_compared": n_compared, "max_abs_loglikelihood_diff": max_delta,
-            "is_greedy_differences": greedy_diff, "metrics_identical": metrics_identical,
-            "max_abs_metric_diff": metric_delta, "stock_against_itself": noise, "dtype": str(model.dtype),
+        print(f"stock at batch {batch_size} vs stock at batch {noise['batch_size']}: {_describe(noise)}")
+    return {"rows": rows, "speedup": speedup, **agreement, "stock_against_itself": noise, "dtype": str(model.dtype),
             "batch_size": str(batch_size)}
