@@ -29,7 +29,7 @@ def op_class(name: str, shapes: list, rank: int, vocab: int) -> str:
     dims = {d for s in shapes or [] if isinstance(s, (list, tuple)) for d in s if isinstance(d, int)}
     if "dequant" in low:
         return "NF4 dequantise"
-    if "optimizer" in low or "adam" in low or "_foreach" in low or "clip_grad" in low or name == "aten::linalg_vector_norm":
+    if any(w in low for w in ("optimizer", "adam", "_foreach", "clip_grad")) or name == "aten::linalg_vector_norm":
         return "optimizer"  # (and gradient clipping, which computes the gradients' norm)
     if "attention" in low or "flash" in low or "varlen" in low or "sdpa" in low:
         return "attention"
@@ -56,8 +56,8 @@ def profiled():
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities, record_shapes=True) as prof:
         yield prof
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the block's queued kernels finish inside the profile
 
 
 def _under(event, prefix: str) -> bool:
