@@ -50,6 +50,24 @@ def segments(position_ids: torch.Tensor | None, valid: torch.Tensor) -> tuple[to
     return index, cu, int((cu[1:] - cu[:-1]).max())
 
 
+_last: list = []  # [(key, position ids, mask, segments)] of the last call: every layer of a forward shares them
+
+
+def _forward_segments(position_ids, attention_mask, batch: int, length: int, device):
+    """`segments` for this forward's position ids and mask, computed once for all its layers (and for their
+    recomputation under checkpointing) instead of once per layer: each computation waits for the GPU. The tensors
+    are held while cached, so their ids are not reused; their version counters catch in-place changes."""
+    key = tuple((id(t), t._version) if t is not None else None for t in (position_ids, attention_mask)) + (
+        batch, length)
+    if _last and _last[0][0] == key:
+        return _last[0][3]
+    valid = torch.ones(batch, length, dtype=torch.bool, device=device) if attention_mask is None \
+        else attention_mask[:, -length:].bool()
+    found = segments(position_ids, valid)
+    _last[:] = [(key, position_ids, attention_mask, found)]
+    return found
+
+
 def _kernel(q, k, v, cu: torch.Tensor, longest: int, scale: float) -> torch.Tensor:
     """Causal attention of each segment; q (T, Hq, D), k/v (T, Hkv, D) -> (T, Hq, D)."""
     groups = q.shape[1] // k.shape[1]
@@ -88,9 +106,7 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
     if query.shape[2] != key.shape[2]:
         raise FireflyError("attn_implementation 'varlen' is for training (no KV cache): use sdpa to generate")
     batch, heads, length, dim = query.shape
-    valid = torch.ones(batch, length, dtype=torch.bool, device=query.device) if attention_mask is None \
-        else attention_mask[:, -length:].bool()
-    index, cu, longest = segments(kwargs.get("position_ids"), valid)
+    index, cu, longest = _forward_segments(kwargs.get("position_ids"), attention_mask, batch, length, query.device)
 
     def tokens(x):  # (B, H, S, D) -> (kept tokens, H, D)
         flat = x.transpose(1, 2).reshape(batch * length, x.shape[1], dim)

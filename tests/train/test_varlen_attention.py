@@ -59,3 +59,24 @@ def test_config_key_reaches_the_model(tiny_llama):
     src = resolve_sources(cfg)
     model = build_model(cfg, src, load_tokenizer(src.tokenizer), torch.device("cpu"), torch.float32)
     assert model.config._attn_implementation == "varlen"
+
+
+def test_segments_are_computed_once_per_forward(tiny_llama, monkeypatch):
+    """Every layer of a forward (2 here) shares one segment computation; a new forward with new position ids, or
+    the same tensor changed in place, computes them again."""
+    import firefly_train.varlen_attention as varlen
+
+    calls = []
+    real = varlen.segments
+    monkeypatch.setattr(varlen, "segments", lambda *a: calls.append(1) or real(*a))
+    model = _model(tiny_llama, "varlen")
+    ids = torch.randint(5, 200, (1, 8), generator=torch.Generator().manual_seed(2))
+    pos = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]])
+    first = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+    assert len(calls) == 1 and model.config.num_hidden_layers == 2
+    pos[0, 4:] = torch.arange(4, 8)  # one conversation now: in place, same tensor
+    second = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+    assert len(calls) == 2
+    want = _model(tiny_llama, "sdpa")(input_ids=ids).logits
+    torch.testing.assert_close(second, want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(first, second)
