@@ -71,14 +71,16 @@ def _under(event, prefix: str) -> bool:
 
 
 def breakdown(prof, steps: int, rank: int, vocab: int) -> dict:
-    """Milliseconds per step by class (device self time on a GPU, CPU self time without one), and `ops`: the five
-    ops taking the most time in each class, to check the classing. Everything inside the optimizer's step is
-    the optimizer's."""
+    """Milliseconds per step by class (device self time on a GPU, CPU self time without one); `ops`: the five
+    ops taking the most time in each class, to check the classing; `top`: the 25 ops taking the most time
+    overall, with their class and call count per step. Everything inside the optimizer's step is the
+    optimizer's."""
     from torch.autograd import DeviceType
 
     cuda = torch.cuda.is_available()
     per_class = dict.fromkeys(CLASSES, 0.0)
     top: dict[str, dict[str, float]] = {c: {} for c in CLASSES}
+    overall: dict[tuple[str, str], list] = {}  # (class, op) -> [ms, calls] per step
     for e in prof.events():
         if e.device_type != DeviceType.CPU:  # kernels: counted through the op that launched them
             continue
@@ -88,8 +90,12 @@ def breakdown(prof, steps: int, rank: int, vocab: int) -> dict:
         c = "optimizer" if _under(e, "Optimizer.") else op_class(e.name, e.input_shapes, rank, vocab)
         per_class[c] += ms
         top[c][e.name] = top[c].get(e.name, 0.0) + ms
+        row = overall.setdefault((c, e.name), [0.0, 0.0])
+        row[0], row[1] = row[0] + ms, row[1] + 1 / steps
     ops = {c: dict(sorted(t.items(), key=lambda kv: -kv[1])[:5]) for c, t in top.items() if t}
-    return {"ms_per_step": per_class, "ops": ops, "clock": "device" if cuda else "cpu"}
+    ranked = sorted(overall.items(), key=lambda kv: -kv[1][0])[:25]
+    return {"ms_per_step": per_class, "ops": ops, "clock": "device" if cuda else "cpu",
+            "top": [{"op": op, "class": c, "ms": round(ms, 3), "calls": round(calls)} for (c, op), (ms, calls) in ranked]}
 
 
 def print_breakdown(name: str, result: dict, step_ms: float | None = None) -> None:
@@ -99,3 +105,6 @@ def print_breakdown(name: str, result: dict, step_ms: float | None = None) -> No
     for c, ms in sorted(result["ms_per_step"].items(), key=lambda kv: -kv[1]):
         if ms > 0:
             print(f"  {c:<28}{ms:>10.1f} ms {100 * ms / total:>6.1f} %   " + ", ".join(result["ops"][c])[:90])
+    print(f"  the {len(result['top'])} ops taking the most time:")
+    for row in result["top"]:
+        print(f"    {row['op'][:60]:<60} {row['class']:<26} {row['ms']:>9.1f} ms {row['calls']:>7} calls")

@@ -76,3 +76,20 @@ def test_throughput_bench_profiles_a_step_by_op_class(tiny_llama, tmp_path):
         assert ms[op_class] > 0, op_class
     assert "bitsandbytes::dequantize_4bit" in profile["ops"]["NF4 dequantise"]
     assert any("softmax" in op for op in profile["ops"]["head + loss"])
+    top = profile["top"]
+    assert [r["ms"] for r in top] == sorted((r["ms"] for r in top), reverse=True)
+    assert {"op": "bitsandbytes::dequantize_4bit", "class": "NF4 dequantise"}.items() <= next(
+        r for r in top if r["op"] == "bitsandbytes::dequantize_4bit").items()
+
+
+def test_gemm_rates_times_each_way_of_computing_a_frozen_linear(tmp_path):
+    report = tmp_path / "gemm.json"
+    out = _run("bench/gemm_rates.py", "--tokens", 48, "--hidden", 96, "--intermediate", 160, "--rank", 8,
+               "--repeats", 1, "--device", "cpu", "--json", report)
+    assert out.splitlines()[-2].startswith("layer")
+    shapes = json.loads(report.read_text())["shapes"]
+    assert set(shapes) == {"q/k/v/o", "gate/up", "down"}
+    for r in shapes.values():
+        assert all(r[w] > 0 for w in ("bf16 mm", "nf4 dequant", "nf4 matmul", "lora"))
+        if r["fp8 rowwise"] is not None:  # e4m3 with a scale per row: a few per cent from the bf16 product
+            assert 0 < r["fp8 relative error"] < 0.1

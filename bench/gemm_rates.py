@@ -1,0 +1,125 @@
+"""What one frozen-base linear layer costs per pass, by way of computing it: the arithmetic-limit question of the
+training-speed issue, measured on the card instead of assumed.
+
+For each linear shape of a decoder layer (Llama-2-7B: q/k/v/o 4096x4096, gate/up 4096->11008, down 11008->4096)
+at `--tokens` rows, times one forward product five ways and prints milliseconds and TFLOP/s, then the sum over
+one decoder layer:
+
+- `bf16 mm`: the dense product with the weight already in bf16 (the arithmetic limit's assumption);
+- `nf4 dequant`: bitsandbytes' NF4 double-quant dequantisation of the weight alone;
+- `nf4 matmul`: `bitsandbytes.matmul_4bit`, dequantisation + product, what QLoRA runs in every pass;
+- `fp8 rowwise`: `torch._scaled_mm` with e4m3 operands, one scale per row of x and per output channel, x
+  quantised in the timed region (weights quantised once, outside it); Hopper only;
+- `lora r=R`: the LoRA branch `(x @ A^T) @ B^T` added to an output, rank `--rank`.
+
+    python bench/gemm_rates.py                       # the 7B shapes, 8192 rows (micro-batch 8 x 1024)
+    python bench/gemm_rates.py --tokens 64 --hidden 96 --intermediate 192 --device cpu   # a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    """Milliseconds per call, after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - t0) / repeats
+
+
+def fp8_rowwise(x: torch.Tensor, w8: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+    """x (bf16, M x K) @ w^T with e4m3 operands: x quantised per row here, w per output channel beforehand."""
+    fmax = torch.finfo(torch.float8_e4m3fn).max
+    x_scale = x.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / fmax
+    x8 = (x / x_scale).to(torch.float8_e4m3fn)
+    return torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=w_scale.t(), out_dtype=torch.bfloat16)
+
+
+def quantise_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    fmax = torch.finfo(torch.float8_e4m3fn).max
+    scale = w.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / fmax
+    return (w / scale).to(torch.float8_e4m3fn), scale
+
+
+def shape_rows(tokens: int, k: int, n: int, rank: int, device: torch.device, repeats: int) -> dict:
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as bf
+
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(tokens, k, device=device, dtype=torch.bfloat16, generator=g)
+    w = (torch.randn(n, k, device=device, dtype=torch.bfloat16, generator=g) / k ** 0.5)
+    q, state = bf.quantize_4bit(w, quant_type="nf4", compress_statistics=True)
+    a = torch.randn(rank, k, device=device, dtype=torch.bfloat16, generator=g) / k ** 0.5
+    b = torch.randn(n, rank, device=device, dtype=torch.bfloat16, generator=g) / rank ** 0.5
+    out = torch.empty(tokens, n, device=device, dtype=torch.bfloat16)
+    flops = 2 * tokens * k * n
+    rows = {"bf16 mm": timed(lambda: x @ w.t(), device, repeats),
+            "nf4 dequant": timed(lambda: bf.dequantize_4bit(q, state), device, repeats),
+            "nf4 matmul": timed(lambda: bnb.matmul_4bit(x, q.t(), quant_state=state), device, repeats),
+            "lora": timed(lambda: torch.addmm(out, x @ a.t(), b.t()), device, repeats)}
+    try:
+        w8, ws = quantise_rows(w)
+        rows["fp8 rowwise"] = timed(lambda: fp8_rowwise(x, w8, ws), device, repeats)
+        err = (fp8_rowwise(x, w8, ws).float() - (x @ w.t()).float()).norm() / (x @ w.t()).float().norm()
+        rows["fp8 relative error"] = float(err)
+    except (RuntimeError, NotImplementedError) as e:  # no FP8 GEMM on this device
+        rows["fp8 rowwise"] = None
+        rows["fp8 unavailable"] = str(e).splitlines()[0][:120]
+    rows["tflops"] = {name: flops / ms / 1e9 for name, ms in rows.items()
+                      if name in ("bf16 mm", "nf4 matmul", "fp8 rowwise") and ms}
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=8192)
+    ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--intermediate", type=int, default=11008)
+    ap.add_argument("--rank", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    h, i = args.hidden, args.intermediate
+    layer = {"q/k/v/o": (h, h, 4), "gate/up": (h, i, 2), "down": (i, h, 1)}  # (in, out, linears per layer)
+    results = {name: shape_rows(args.tokens, k, n, args.rank, device, args.repeats) for name, (k, n, _) in layer.items()}
+    ways = ("bf16 mm", "nf4 dequant", "nf4 matmul", "fp8 rowwise", "lora")
+    print(f"{args.tokens} rows, {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}; ms per call "
+          "(TFLOP/s)")
+    print(f"{'shape':<10}" + "".join(f"{w:>22}" for w in ways))
+    total = dict.fromkeys(ways, 0.0)
+    for name, r in results.items():
+        cells = []
+        for w in ways:
+            ms = r.get(w)
+            tf = r["tflops"].get(w)
+            cells.append("n/a" if ms is None else f"{ms:.3f}" + (f" ({tf:.0f})" if tf else ""))
+            if ms is not None and total[w] is not None:
+                total[w] += ms * layer[name][2]
+            elif ms is None:
+                total[w] = None
+        print(f"{name:<10}" + "".join(f"{c:>22}" for c in cells))
+    print(f"{'layer':<10}" + "".join(f"{'n/a' if t is None else f'{t:.3f}':>22}" for t in total.values()))
+    if "fp8 relative error" in results["down"]:
+        print("fp8 relative error against bf16: " + ", ".join(f"{n} {r['fp8 relative error']:.4f}"
+                                                          for n, r in results.items()))
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "shapes": results,
+                                         "layer_ms": total}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
