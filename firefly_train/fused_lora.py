@@ -34,7 +34,7 @@ class SharedDown:
     def for_member(self, module, x: torch.Tensor) -> torch.Tensor:
         if self.x is not x or self.left == 0:
             a = torch.cat([m.lora_A[self.adapter].weight for m in self.members])
-            dropped = self.members[0].lora_dropout[self.adapter](x.to(a.dtype) if _converts() else x)
+            dropped = self.members[0].lora_dropout[self.adapter](x.to(a.dtype) if _converts(x) else x)
             self.x, self.down, self.left = x, F.linear(dropped, a), len(self.members)
         k = self.members.index(module)
         down = self.down[..., k * self.rank:(k + 1) * self.rank]
@@ -44,9 +44,9 @@ class SharedDown:
         return down
 
 
-def _converts() -> bool:
+def _converts(x: torch.Tensor) -> bool:
     """peft's rule: without autocast the LoRA branch runs in the adapter's dtype (fp32) and is cast back."""
-    return not torch.is_autocast_enabled()
+    return not torch.is_autocast_enabled(x.device.type)
 
 
 def _plain(module, adapter: str) -> bool:
@@ -65,9 +65,9 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         down = group.for_member(self, x)
     else:
         a = self.lora_A[adapter].weight
-        down = F.linear(self.lora_dropout[adapter](x.to(a.dtype) if _converts() else x), a)
+        down = F.linear(self.lora_dropout[adapter](x.to(a.dtype) if _converts(x) else x), a)
     b, scaling = self.lora_B[adapter].weight, self.scaling[adapter]
-    if _converts() and result.dtype != b.dtype:  # a 16-bit base under no autocast: peft's cast back
+    if _converts(x) and result.dtype != b.dtype:  # a 16-bit base under no autocast: peft's cast back
         return result + (F.linear(down, b) * scaling).to(result.dtype)
     flat = torch.addmm(result.reshape(-1, result.shape[-1]), down.reshape(-1, down.shape[-1]), b.t(), alpha=scaling)
     return flat.view(result.shape)

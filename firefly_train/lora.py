@@ -134,13 +134,16 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
                 "rows: an expanded vocabulary must be trained, set train_embeddings: true")
         grow_vocabulary(model, tokenizer, src.base, cfg.embedding_init)
     gc_kwargs = {"use_reentrant": False}
-    if cfg.mode == "qlora":
+    if cfg.mode == "qlora" and cfg.upcast_frozen_weights:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs=gc_kwargs)
-    elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    else:
+        if cfg.mode != "full":
+            model.requires_grad_(False)  # the adapter (and modules_to_save) turn their own parameters back on
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     if cfg.gradient_checkpointing:
         keep_activations(model, cfg.uncheckpointed_layers)
     if cfg.mode == "full":
@@ -152,9 +155,47 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     else:
         model = get_peft_model(model, lora_config(model, cfg, src.train_embeddings))
+    if not (cfg.mode == "qlora" and cfg.upcast_frozen_weights):
+        master_weights_fp32(model, dtype)
     if cfg.lora.fuse_shared_inputs:
+        if cfg.compile_layers:
+            raise FireflyError("config keys 'lora.fuse_shared_inputs' and 'compile_layers' exclude each other: the "
+                               "shared down-projection is state kept between modules, which torch.compile cannot "
+                               "trace inside a checkpointed layer (compiled layers fuse the same work themselves)")
         fuse_shared_inputs(model)
+    if cfg.compile_layers:
+        compile_layers(model)
     return model if cfg.mode == "qlora" else model.to(device)  # a 4-bit base is already on its device
+
+
+def decoder_layers(model) -> list:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def compile_layers(model) -> None:
+    """torch.compile each decoder layer (with its checkpointing and LoRA branches): the norms, RoPE, activation,
+    dropout, LoRA scaling, residual adds and casts between the matrix products become a few fused kernels
+    instead of dozens of elementwise passes over the activations; the products themselves stay cuBLAS's and
+    bitsandbytes'. Every layer has the same code, so one compilation serves all (a few seconds to a minute,
+    at the first step)."""
+    for layer in decoder_layers(model):
+        layer.compile()
+
+
+def master_weights_fp32(model, dtype: torch.dtype) -> None:
+    """Trained weights in fp32 (optimizer updates are lost in 16 bits), frozen ones left in the compute dtype,
+    and the input embedding's output cast to it, so the residual stream and every activation stay 16-bit.
+
+    peft's `prepare_model_for_kbit_training` instead upcasts every frozen 16-bit weight (the norms) to fp32;
+    under autocast that makes the whole residual stream fp32, and each 4-bit linear casts its input down and
+    its output back up: a fifth of a 7B QLoRA step's GPU time went to those casts (bench/NOTES.md)."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()  # in place: tied embeddings stay one parameter
+    if dtype != torch.float32:
+        model.get_input_embeddings().register_forward_hook(lambda module, args, out: out.to(dtype))
 
 
 def keep_activations(model, n: int) -> None:
@@ -162,9 +203,7 @@ def keep_activations(model, n: int) -> None:
 
     transformers' own `every_n_layers` keeps no layer or at least half of them; a memory budget usually
     has room for a few layers, so the count is set here instead."""
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    layers = decoder_layers(model)
     if n < 0 or n > len(layers):
         raise FireflyError(f"config key 'uncheckpointed_layers' must be between 0 and the model's {len(layers)} "
                            f"decoder layers, got {n}")

@@ -45,6 +45,10 @@ class TrainConfig:
     lora: LoraSection = _help("LoRA settings (qlora and lora modes)", factory=LoraSection)
     train_embeddings: bool = _help("train embed_tokens and lm_head in full (needed after vocabulary expansion)",
                                    False)
+    upcast_frozen_weights: bool = _help(
+        "qlora: upcast every frozen 16-bit weight (norms) to fp32 as peft's prepare_model_for_kbit_training does, "
+        "which makes the residual stream fp32 under autocast; false: frozen weights stay in the compute dtype, "
+        "trained ones (LoRA, embeddings) are fp32 master weights, activations 16-bit (faster, less memory)", False)
     max_seq_length: int = _help("tokens per training sequence", 1024)
     micro_batch_size: int = _help("sequences per device per forward pass", 8, minimum=1)
     gradient_accumulation_steps: int = _help("micro-batches per optimizer step", 1, minimum=1)
@@ -67,6 +71,10 @@ class TrainConfig:
         "firefly_train.varlen_attention); flash_attention_2 needs the flash-attn package and a GPU; "
         "flex_attention compiles a block mask for packed rows", "sdpa")
     gradient_checkpointing: bool = _help("recompute activations in backward to save memory", True)
+    compile_layers: bool = _help(
+        "torch.compile each decoder layer: the elementwise work between the matrix products (norms, RoPE, "
+        "activation, dropout, LoRA scaling, residual adds, casts) fused into few kernels; compiles at the first "
+        "step (firefly_train.lora.compile_layers)", False)
     uncheckpointed_layers: int = _help(
         "with gradient_checkpointing, the last N decoder layers keep their activations instead of recomputing "
         "them: each saves one layer's forward recompute per step and costs one layer's activations (`plan` "

@@ -45,3 +45,66 @@ def test_config_key_reaches_the_qlora_model(tiny_llama):
     layers = model.get_base_model().model.layers
     assert [layer.gradient_checkpointing for layer in layers] == [True, False]
     assert model.config._attn_implementation == "eager"
+
+
+def _qlora(tiny_llama, **overrides):
+    cfg = load_config(PretrainConfig, None, {"model": str(tiny_llama), "mode": "qlora", "precision": "bf16",
+                                              "train_embeddings": True, "attn_implementation": "eager", **overrides})
+    src = resolve_sources(cfg)
+    torch.manual_seed(0)
+    return build_model(cfg, src, load_tokenizer(src.tokenizer), torch.device("cpu"), torch.bfloat16).train()
+
+
+def _autocast_step(model):
+    """Loss and the dtype of the residual stream entering the first decoder layer, under bf16 autocast (what
+    accelerate's mixed precision wraps the forward in)."""
+    seen = []
+    layer = model.get_base_model().model.layers[0]
+    hook = layer.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append((args[0] if args else kwargs["hidden_states"]).dtype), with_kwargs=True)
+    ids = torch.arange(1, 33).view(2, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    hook.remove()
+    return loss.detach().float(), seen[0]
+
+
+def test_frozen_weights_stay_16_bit_and_trained_ones_are_fp32_masters(tiny_llama):
+    """The default: norms stay bf16, every trained parameter (LoRA, embeddings) is fp32, the residual stream is
+    bf16; peft's prepare_model_for_kbit_training (upcast_frozen_weights) makes norms and residual stream fp32.
+    Same loss within bf16 rounding, and both train the adapter and the embeddings."""
+    fast, upcast = _qlora(tiny_llama), _qlora(tiny_llama, upcast_frozen_weights=True)
+    for model, norm_dtype in ((fast, torch.bfloat16), (upcast, torch.float32)):
+        assert model.get_base_model().model.layers[0].input_layernorm.weight.dtype == norm_dtype
+        trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        assert all(p.dtype == torch.float32 for p in trained.values())
+        assert any("lora_A" in n for n in trained) and any("embed_tokens" in n for n in trained)
+    (loss, stream), (loss_up, stream_up) = _autocast_step(fast), _autocast_step(upcast)
+    assert (stream, stream_up) == (torch.bfloat16, torch.float32)
+    torch.testing.assert_close(loss, loss_up, rtol=2e-2, atol=0)
+    for model in (fast, upcast):
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        assert all(g is not None and g.dtype == torch.float32 and g.abs().sum() > 0
+                   for n, g in grads.items() if "lora_B" in n or "embed_tokens" in n)
+
+
+def test_compiled_layers_train_like_eager_ones_without_graph_breaks(tiny_llama):
+    """compile_layers: each checkpointed decoder layer (4-bit linears, LoRA branches) compiles whole, and loss
+    and gradients match the eager model's within bf16 rounding."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager = _qlora(tiny_llama, **{"lora.dropout": 0.0})
+    compiled = _qlora(tiny_llama, compile_layers=True, **{"lora.dropout": 0.0})
+    (loss, _), (loss_c, _) = _autocast_step(eager), _autocast_step(compiled)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] >= 1
+    torch.testing.assert_close(loss_c, loss, rtol=1e-2, atol=0)
+    grads = {n: p.grad for n, p in eager.named_parameters() if p.grad is not None}
+    for n, p in compiled.named_parameters():
+        if n in grads:
+            torch.testing.assert_close(p.grad, grads[n], rtol=5e-2, atol=5e-2 * grads[n].abs().max().item(), msg=n)
+    with pytest.raises(FireflyError, match="exclude each other"):
+        _qlora(tiny_llama, compile_layers=True, **{"lora.fuse_shared_inputs": True})
