@@ -89,9 +89,21 @@ def test_frozen_weights_stay_16_bit_and_trained_ones_are_fp32_masters(tiny_llama
                    for n, g in grads.items() if "lora_B" in n or "embed_tokens" in n)
 
 
-def test_compiled_layers_train_like_eager_ones_without_graph_breaks(tiny_llama):
-    """compile_layers: each checkpointed decoder layer (4-bit linears, LoRA branches) compiles whole, and loss
-    and gradients match the eager model's within bf16 rounding."""
+def _dequantisations(model) -> int:
+    """NF4 dequantisations in one training step (after a first one that compiles): one per 4-bit linear per
+    forward, recompute and backward."""
+    from torch.profiler import profile
+
+    _autocast_step(model)
+    with profile() as prof:
+        _autocast_step(model)
+    return sum(e.name == "bitsandbytes::dequantize_4bit" for e in prof.events())
+
+
+def test_compiled_layers_train_like_eager_ones_and_still_recompute(tiny_llama):
+    """compile_layers: each decoder layer (4-bit linears, LoRA branches) compiles whole, loss and gradients
+    match the eager model's within bf16 rounding, and a checkpointed layer is still recomputed in backward
+    (its checkpoint stays outside the compiled code) while an uncheckpointed one is not."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
@@ -106,5 +118,8 @@ def test_compiled_layers_train_like_eager_ones_without_graph_breaks(tiny_llama):
     for n, p in compiled.named_parameters():
         if n in grads:
             torch.testing.assert_close(p.grad, grads[n], rtol=5e-2, atol=5e-2 * grads[n].abs().max().item(), msg=n)
+    linears = 7 * 2  # q, k, v, o, gate, up, down in each of 2 layers
+    assert _dequantisations(compiled) == 3 * linears  # forward, recompute, backward
+    assert _dequantisations(_qlora(tiny_llama, compile_layers=True, uncheckpointed_layers=1)) == 3 * 7 + 2 * 7
     with pytest.raises(FireflyError, match="exclude each other"):
         _qlora(tiny_llama, compile_layers=True, **{"lora.fuse_shared_inputs": True})
