@@ -16,5 +16,5 @@ run compiled_ckpt 150 --kind fixed --steps 20 --profile 1 --which firefly -- --c
 P0=$(python3 -c "import json;print(json.load(open('$OUT/compiled_ckpt.json'))['rows']['firefly']['peak_gib'])" 2>/dev/null || echo 12)
 N=$(python3 -c "print(max(0, min(32, int((21.0 - $P0) / 0.7))))")
 echo "P0=$P0 GiB -> uncheckpointed_layers $N"
-run fixed50 260 --kind fixed --steps 50 -- --compile_layers true --uncheckpointed_layers $N
-run sft 200 --kind sft --steps 20 -- --compile_layers true --uncheckpointed_layers $N --attn_implementation varlen
+run fixed50 240 --kind fixed --steps 50 -- --compile_layers true --uncheckpointed_layers $N
+run sft 170 --kind sft --steps 20 -- --compile_layers true --uncheckpointed_layers $N --attn_implementation varlen
