@@ -8,6 +8,7 @@ peft `modules_to_save`, so they are saved in full in `adapter_model.safetensors`
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from torch import nn
 from firefly_core.errors import FireflyError
 from firefly_core.models import load_tokenizer, resolve_checkpoint
 from firefly_train.fused_lora import fuse_shared_inputs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -193,7 +196,11 @@ def compile_layers(model) -> None:
             compiled[fn.func] = torch.compile(fn.func)
         return checkpoint(partial(compiled[fn.func], *fn.args, **fn.keywords), *args, use_reentrant=False)
 
-    for layer in decoder_layers(model):
+    layers = decoder_layers(model)
+    if not layers:
+        log.warning("compile_layers: the model has no transformers decoder layers (custom modelling code?); "
+                    "nothing compiled")
+    for layer in layers:
         if layer.gradient_checkpointing:
             layer._gradient_checkpointing_func = checkpointed
         else:

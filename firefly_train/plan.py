@@ -5,8 +5,9 @@ LoRA config training would use is attached (`firefly_train.lora.lora_config`), s
 is peft's own. The memory estimate is arithmetic on those counts:
 
 - base weights: 4-bit NF4 = 0.5 byte/param + double-quantised constants (1 byte per 64-weight block +
-  fp32 per 256 blocks) for every nn.Linear but lm_head; the rest (embeddings, norms, lm_head) in fp32 as
-  `prepare_model_for_kbit_training` leaves them. lora mode: 16-bit base; full: fp32 master weights.
+  fp32 per 256 blocks) for every nn.Linear but lm_head; the rest (embeddings, norms, lm_head) in the
+  compute dtype, or in fp32 with `upcast_frozen_weights` (as `prepare_model_for_kbit_training` leaves them).
+  lora mode: 16-bit base; full: fp32 master weights.
 - trainable parameters: fp32 weight + fp32 grad + optimizer state (Adam 8 bytes, 8-bit Adam 2 bytes).
 - activations per micro-batch x length, in the compute dtype: without checkpointing every layer keeps
   its inputs of norms, projections, MLP and LoRA dropouts (~10h + 2h_kv + 5i values a token, attention
@@ -95,7 +96,8 @@ def memory(cfg, config, base_total: int, linear: int, trainable: int, components
     h_kv = h // config.num_attention_heads * getattr(config, "num_key_value_heads", config.num_attention_heads)
     act_bytes = 4 if cfg.precision == "fp32" else 2
     if cfg.mode == "qlora":
-        weights = linear * (0.5 + 1 / 64 + 4 / (64 * 256)) + (base_total - linear) * 4
+        weights = linear * (0.5 + 1 / 64 + 4 / (64 * 256)) + (base_total - linear) * (
+            4 if cfg.upcast_frozen_weights else act_bytes)
     else:
         weights = base_total * (4 if cfg.mode == "full" else 2)
     if cfg.mode == "full":
