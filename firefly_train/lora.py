@@ -161,10 +161,6 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
     if not (cfg.mode == "qlora" and cfg.upcast_frozen_weights):
         master_weights_fp32(model, dtype)
     if cfg.lora.fuse_shared_inputs:
-        if cfg.compile_layers:
-            raise FireflyError("config keys 'lora.fuse_shared_inputs' and 'compile_layers' exclude each other: the "
-                               "shared down-projection is state kept between modules, which torch.compile cannot "
-                               "trace inside a checkpointed layer (compiled layers fuse the same work themselves)")
         fuse_shared_inputs(model)
     if cfg.compile_layers:
         compile_layers(model)

@@ -121,5 +121,21 @@ def test_compiled_layers_train_like_eager_ones_and_still_recompute(tiny_llama):
     linears = 7 * 2  # q, k, v, o, gate, up, down in each of 2 layers
     assert _dequantisations(compiled) == 3 * linears  # forward, recompute, backward
     assert _dequantisations(_qlora(tiny_llama, compile_layers=True, uncheckpointed_layers=1)) == 3 * 7 + 2 * 7
-    with pytest.raises(FireflyError, match="exclude each other"):
-        _qlora(tiny_llama, compile_layers=True, **{"lora.fuse_shared_inputs": True})
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_compiled_recompute_draws_the_same_dropout_masks(tiny_llama, fused):
+    """A checkpointed compiled layer recomputes its forward in backward; its LoRA dropout masks must be the ones of
+    the forward (the checkpoint restores the RNG state), so gradients equal those of the same layers kept
+    uncheckpointed. With lora.fuse_shared_inputs the shared masks and down-projections compile too."""
+    def grads(seed, uncheckpointed):
+        model = _qlora(tiny_llama, compile_layers=True, uncheckpointed_layers=uncheckpointed,
+                       **{"lora.dropout": 0.3, "lora.fuse_shared_inputs": fused})
+        torch.manual_seed(seed)
+        _autocast_step(model)
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    recomputed, kept, other_masks = grads(123, 0), grads(123, 2), grads(124, 2)
+    for n in kept:
+        torch.testing.assert_close(recomputed[n], kept[n], rtol=0, atol=0, msg=n)
+    assert any(not torch.equal(kept[n], other_masks[n]) for n in kept if "lora_B" in n)  # the masks matter
