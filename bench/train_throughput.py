@@ -5,9 +5,16 @@ autocast), `gradient_checkpointing=True` and `optim="paged_adamw_32bit"`, over a
 quant, bf16 compute) prepared by peft's `prepare_model_for_kbit_training`, LoRA on all linear layers,
 embed_tokens/lm_head trained in full (peft modules_to_save), batches padded to their longest sequence. Both
 paths take learning rate, schedule, clipping, LoRA shape and seed from the same recipe. Weights are random
-(speed does not depend on their values) and saved locally first. Prints tokens/s, peak memory and the ratio,
-and with both paths how far their loss curves differ (same data, weights and seed; `--steps 50` for the
-issue's 50-step check).
+(speed does not depend on their values) and saved locally first. Prints non-padding tokens/s, peak memory and
+the ratio.
+
+`--kind fixed`: every micro-batch is `--micro-batch` full blocks of `--seq` tokens on both paths, and with both
+paths the script prints how far their loss curves differ (same data, weights and seed; `--steps 50` for the
+issue's 50-step check). `--kind sft`: conversations of log-normal lengths (median 300, 90th percentile 900
+tokens, at most 1,024; `sft_lengths`). The baseline pads micro-batches of `--micro-batch` conversations; the
+firefly path packs conversations of the same mix into rows of up to `--seq` tokens as `firefly-train sft`
+does (`pack_rows`) and a micro-batch is `--micro-batch` such rows, so its steps hold more conversations and
+the loss curves are not compared.
 
     python bench/train_throughput.py --tokenizer DATA/tokenizers/chinese-llama2 --kind fixed
     python bench/train_throughput.py ... --which firefly -- --loss_chunk_tokens 0 --uncheckpointed_layers 6
@@ -27,6 +34,8 @@ import json
 import math
 import os
 import time
+from bisect import bisect_left
+from itertools import accumulate
 from pathlib import Path
 
 import torch
@@ -54,12 +63,30 @@ def sft_lengths(n: int, seed: int = 0, median: int = 300, p90: int = 900, cap: i
     return [max(8, min(cap, int(round(math.exp(math.log(median) + sigma * float(v)))))) for v in z]
 
 
+def random_tokens(lengths: list[int], vocab: int, seed: int = 0) -> list[torch.Tensor]:
+    """Random ids (3 and up, past the special tokens) of each length, from one seeded generator: reproducible."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, vocab, (n,), generator=g) for n in lengths]
+
+
+def packed_sft_rows(vocab: int, seq: int, rows: int, seed: int = 0) -> list[dict]:
+    """`rows` rows of up to `seq` tokens packed by `pack_rows` from the log-normal conversation mix: as many
+    conversations as fill `rows` rows completely (each has at least 8 tokens), so only the last few rows packed
+    (of the shortest conversations) are left over."""
+    from firefly_train.data.sft import pack_rows
+
+    lengths = sft_lengths(rows * seq // 8 + 1, seed)
+    lengths = lengths[:bisect_left(list(accumulate(lengths)), rows * seq) + 1]
+    items = [{"input_ids": s, "labels": s} for s in random_tokens(lengths, vocab, seed)]
+    return pack_rows(items, seq)[:rows]
+
+
 def batches(kind: str, vocab: int, seq: int, micro: int, steps: int, seed: int = 0):
     """Yield lists of sequences (token lists); fixed = full blocks, sft = the log-normal mix."""
-    g = torch.Generator().manual_seed(seed)
     lengths = sft_lengths(micro * steps, seed) if kind == "sft" else [seq] * (micro * steps)
+    seqs = random_tokens(lengths, vocab, seed)
     for i in range(steps):
-        yield [torch.randint(3, vocab, (n,), generator=g) for n in lengths[i * micro:(i + 1) * micro]]
+        yield seqs[i * micro:(i + 1) * micro]
 
 
 def pad_batch(seqs, device):
@@ -176,19 +203,20 @@ def baseline(model_dir: Path, kind: str, args) -> dict:
 
 
 def firefly(model_dir: Path, kind: str, args) -> dict:
-    """firefly-train's own optimizer step (`Trainer.step`) with the 7B seed recipe's config."""
+    """firefly-train's own optimizer step (`Trainer.step`) with the 7B seed recipe's config; for `sft`, micro-batches
+    of packed rows as `firefly-train sft` trains on."""
     import tempfile
 
     from firefly_train.config import parse_overrides
     from firefly_train.data.collate import packed_collate
     from firefly_train.trainer import Trainer
 
-    seqs = [s for b in batches(kind, args.vocab, args.seq, args.micro_batch, total_steps(args)) for s in b]
-    items = [{"input_ids": s, "labels": s.clone()} for s in seqs]
-
     def data_fn(cfg, tokenizer):
         if kind == "sft":
-            return items, packed_collate, {"files": []}
+            return packed_sft_rows(args.vocab, args.seq, total_steps(args) * args.micro_batch), packed_collate, {
+                "files": []}
+        seqs = [s for b in batches(kind, args.vocab, args.seq, args.micro_batch, total_steps(args)) for s in b]
+        items = [{"input_ids": s, "labels": s.clone()} for s in seqs]
         return items, lambda b: {k: torch.stack([it[k] for it in b]) for k in ("input_ids", "labels")}, {"files": []}
 
     with tempfile.TemporaryDirectory() as out:
@@ -260,7 +288,9 @@ def main():
     for name, r in rows.items():
         ratio = f"{r['tokens_per_s'] / rows['baseline']['tokens_per_s']:.2f}x" if "baseline" in rows else "-"
         print(f"{name:<10} {r['tokens_per_s']:>10.0f} {r['peak_gib']:>9.1f} {r['trainable']:>12,} {ratio:>12}")
-    if len(rows) == 2:  # same data, same weights, same seed: the curves should agree within bf16 noise
+    if len(rows) == 2 and args.kind == "sft":
+        print("loss curves not compared: a packed firefly step holds more conversations than a baseline step")
+    elif len(rows) == 2:  # same data, same weights, same seed: the curves should agree within bf16 noise
         diffs = [abs(a - b) for a, b in zip(rows["baseline"]["losses"], rows["firefly"]["losses"])]
         print(f"loss curves over {len(diffs)} steps: max |firefly - baseline| = {max(diffs):.4f}, "
               f"final {rows['baseline']['losses'][-1]:.4f} vs {rows['firefly']['losses'][-1]:.4f}")

@@ -103,9 +103,11 @@ class SftConfig(TrainConfig):
     template: str = _help("chat template: auto (the tokenizer's own), or a registry name (llama2, qwen, "
                           "baichuan2, internlm2, falcon, firefly, ...)", "auto")
     packing: bool = _help(
-        "pack each micro-batch's conversations into one row without padding (position ids restart per "
-        "conversation, so none attends to another); left off for models with custom modelling code "
-        "(auto_map in config.json), whose attention may ignore packed position ids", True)
+        "pack conversations into rows of up to max_seq_length tokens (best-fit decreasing), no padding; a "
+        "micro-batch is micro_batch_size such rows. Position ids restart per conversation, so none attends to "
+        "another (on a GPU use attn_implementation varlen: attention cost then follows the conversations, not "
+        "the row); left off for models with custom modelling code (auto_map in config.json), whose attention "
+        "may ignore packed position ids", True)
 
 
 CONFIGS = {"pretrain": PretrainConfig, "sft": SftConfig}

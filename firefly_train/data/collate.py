@@ -1,24 +1,27 @@
 """Batch collation: padded batches, or packed rows without padding.
 
-`packed_collate` concatenates the samples of a batch into one row whose `position_ids` restart at 0 for
-each sample and has no `attention_mask` (transformers' `DataCollatorWithFlattening`). transformers' mask
-builder (`masking_utils`) turns such position ids into a block-diagonal causal mask for the sdpa, eager
-and flex attention kernels as well as flash attention, so samples never attend to each other. It does so
-only when no KV cache is passed: call the model with `use_cache=False` (as training does).
+With packing, `firefly_train.data.sft.pack_rows` first groups conversations into rows of up to max_seq_length
+tokens, and `packed_collate` flattens a micro-batch of such rows into one row `[1, total_tokens]` whose
+`position_ids` restart at 0 at each conversation and which has no `attention_mask`. transformers' mask builder
+(`masking_utils`) turns such position ids into a block-diagonal causal mask for the sdpa, eager and flex
+attention kernels as well as flash attention (and `firefly_train.varlen_attention` reads the same restarts), so
+conversations never attend to each other. It does so only when no KV cache is passed: call the model with
+`use_cache=False` (as training does).
 """
 from __future__ import annotations
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from transformers import DataCollatorWithFlattening
 
 from firefly_core.templates import IGNORE_INDEX
-
-_flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
 
 
 def _tensor(values) -> torch.Tensor:
     return values.long() if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=torch.long)
+
+
+def _ints(values) -> list[int]:
+    return values.tolist() if isinstance(values, torch.Tensor) else values
 
 
 def pad_collate(batch: list[dict], pad_id: int) -> dict:
@@ -31,6 +34,38 @@ def pad_collate(batch: list[dict], pad_id: int) -> dict:
             "attention_mask": pad_sequence(mask, batch_first=True, padding_value=0)}
 
 
+_RAMP: list[int] = []  # 0, 1, 2, ...: position ids sliced from one list share their int objects
+
+
+def _positions(n: int) -> list[int]:
+    """0..n-1. Slicing one growing list copies pointers, where range() would allocate a new int per position
+    beyond 256: most of the time of packing a million conversations."""
+    _RAMP.extend(range(len(_RAMP), n))
+    return _RAMP[:n]
+
+
+def concatenate(samples: list[dict]) -> dict[str, list[int]]:
+    """One row's `input_ids`, `labels` and `position_ids` (lists of ints) from samples laid end to end.
+
+    A sample that carries `position_ids` (a row already packed) keeps them and its labels. Any other sample
+    gets positions 0..len-1 and its first label masked: that token would otherwise be predicted from the
+    previous sample's last one (transformers' `DataCollatorWithFlattening(separator_id=-100)` does the same).
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for sample in samples:
+        start = len(ids)
+        ids += _ints(sample["input_ids"])
+        labels += _ints(sample["labels"])
+        if "position_ids" in sample:
+            positions += _ints(sample["position_ids"])
+        else:
+            positions += _positions(len(ids) - start)
+            labels[start] = IGNORE_INDEX
+    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
 def packed_collate(batch: list[dict]) -> dict:
-    """One row `[1, total_tokens]`: input_ids, labels (-100 at each sample's first token), position_ids."""
-    return dict(_flatten([{"input_ids": item["input_ids"], "labels": item["labels"]} for item in batch]))
+    """One row `[1, total_tokens]`: input_ids, labels (-100 at each conversation's first token), position_ids."""
+    return {key: torch.tensor([values], dtype=torch.long) for key, values in concatenate(batch).items()}

@@ -4,9 +4,12 @@ Accepted JSONL lines (files, or folders of `.jsonl`):
   * Firefly: `{"conversation": [{"human": ..., "assistant": ...}, ...], "system": ...?}`
   * messages: `{"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}`
     (an optional leading system message, then user/assistant alternating, ending with assistant).
+
+With packing, `pack_rows` groups the encoded conversations into rows of up to max_seq_length tokens.
 """
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +20,7 @@ from firefly_core.errors import InputError
 from firefly_core.io import file_sha256, iter_jsonl, require
 from firefly_core.templates import IGNORE_INDEX, ChatTemplate, encode_conversation
 from firefly_train.data import expand_paths
+from firefly_train.data.collate import concatenate
 
 
 @dataclass
@@ -161,3 +165,46 @@ def build_sft_dataset(paths: list[str], tokenizer, template: ChatTemplate,
         raise InputError(where, f"all {stats['conversations']} conversations were dropped: none has an assistant "
                                 f"token within max_seq_length={max_seq_length}")
     return items, stats
+
+
+def _bins_by_length(lengths: list[int], max_len: int) -> list[list[int]]:
+    """Indices of `lengths` grouped into bins of total at most max_len, best-fit decreasing: longest first (ties by
+    index), each into the open bin it leaves least room in (ties: the bin that last reached that room), else a new
+    bin. Open bins are kept by remaining room: one sorted list of distinct rooms (at most max_len of them) found
+    with bisect, so a million lengths take seconds."""
+    bins: list[list[int]] = []
+    rooms: list[int] = []  # sorted distinct remaining rooms of open bins
+    bins_with_room: dict[int, list[int]] = {}
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        k = bisect_left(rooms, lengths[i])
+        if k == len(rooms):
+            b, room = len(bins), max_len
+            bins.append([])
+        else:
+            room = rooms[k]
+            b = bins_with_room[room].pop()
+            if not bins_with_room[room]:
+                del bins_with_room[room], rooms[k]
+        bins[b].append(i)
+        left = room - lengths[i]
+        if left:
+            if left not in bins_with_room:
+                insort(rooms, left)
+                bins_with_room[left] = []
+            bins_with_room[left].append(b)
+    return bins
+
+
+def pack_rows(items: list[dict], max_len: int) -> list[dict]:
+    """Encoded conversations grouped into rows of at most max_len tokens (best-fit decreasing on length), so a
+    micro-batch of rows holds as many tokens as max_seq_length allows instead of micro_batch_size conversations.
+
+    Each row is `{"input_ids", "labels", "position_ids"}` (lists of ints): its conversations end to end, position
+    ids restarting at 0 at each (so none attends to another) and each one's first label masked (so no loss
+    crosses a boundary). Every conversation is in exactly one row; equal lengths go in the order of `items`, so
+    the rows are deterministic.
+    """
+    lengths = [len(item["input_ids"]) for item in items]
+    if lengths and max(lengths) > max_len:
+        raise ValueError(f"a conversation of {max(lengths)} tokens does not fit a row of {max_len}")
+    return [concatenate([items[i] for i in b]) for b in _bins_by_length(lengths, max_len)]

@@ -7,7 +7,7 @@ from functools import partial
 
 from firefly_core.models import resolve_checkpoint
 from firefly_core.templates import get_template
-from firefly_train.data.sft import build_sft_dataset
+from firefly_train.data.sft import build_sft_dataset, pack_rows
 from firefly_train.recipes.train_common import ACCEPTS_OVERRIDES, add_arguments, train_or_print_keys  # noqa: F401
 from firefly_train.train_config import SftConfig
 
@@ -28,7 +28,12 @@ def conversations(cfg, tokenizer):
     packing = cfg.packing and packing_supported(cfg.model)
     if cfg.packing and not packing:
         log.warning("packing off: %s has custom modelling code (auto_map); batches are padded instead", cfg.model)
-    return items, packed_collate if packing else partial(pad_collate, pad_id=tokenizer.pad_token_id), stats
+    if not packing:
+        return items, partial(pad_collate, pad_id=tokenizer.pad_token_id), stats
+    rows = pack_rows(items, cfg.max_seq_length)
+    log.info("packing: %d conversations into %d rows of up to %d tokens (%.1f%% full)", len(items), len(rows),
+             cfg.max_seq_length, 100 * stats["tokens"] / (len(rows) * cfg.max_seq_length))
+    return rows, packed_collate, {**stats, "packed_rows": len(rows)}
 
 
 def run(args):
