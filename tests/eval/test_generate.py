@@ -264,9 +264,9 @@ def test_compiled_step_is_one_graph_and_matches_eager(tiny_model, monkeypatch):
         return real_compile(fn, backend="aot_eager", fullgraph=True, dynamic=kwargs["dynamic"])  # breaks would raise
 
     monkeypatch.setattr(torch, "compile", compile_with_aot_eager)
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     torch._dynamo.reset()
-    compiled, gen = token_rows(tiny_model, texts, seeds, 3, max_new_tokens=6, compile_step=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # (monkeypatch's undo leaves dynamo's config broken)
+        compiled, gen = token_rows(tiny_model, texts, seeds, 3, max_new_tokens=6, compile_step=True)
     assert seen == {"mode": "reduce-overhead", "fullgraph": False, "dynamic": False}
     assert gen.decoder.path == "static cache, compiled step (CUDA graphs)" and len(gen.batches) == 2
     assert compiled == eager
