@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end on tiny shapes (on the CPU), so a GPU session never finds them broken.
 Their timings are printed, never asserted."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -99,3 +100,30 @@ def test_gemm_rates_times_each_way_of_computing_a_frozen_linear(tmp_path):
         assert all(r[w] > 0 for w in ("bf16 mm", "nf4 dequant", "nf4 matmul", "lora"))
         if r["fp8 rowwise"] is not None:  # e4m3 with a scale per row: a few per cent from the bf16 product
             assert 0 < r["fp8 relative error"] < 0.1
+
+
+def test_device_idle_charges_each_gap_to_the_cpu_op_running_in_it():
+    """GPU gaps between kernels (other streams count as busy, gaps under the threshold are ignored) are charged
+    to the innermost CPU op running at their middle, on any thread, and to its top-level range."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    spec = importlib.util.spec_from_file_location("op_profile", REPO / "bench" / "op_profile.py")
+    op_profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(op_profile)
+    device_idle = op_profile.device_idle
+
+    def event(name, start, end, device=DeviceType.CPU, thread=1, parent=None):
+        return SimpleNamespace(name=name, device_type=device, time_range=SimpleNamespace(start=start, end=end),
+                               thread=thread, cpu_parent=parent)
+
+    step = event("Optimizer.step#AdamW.step", 5, 300)
+    events = [step, event("aten::_foreach_add_", 12, 48, parent=step), event("aten::item", 100, 180),
+              event("autograd::engine", 0, 400, thread=2)]
+    events += [event(f"k{i}", a, b, device=DeviceType.CUDA) for i, (a, b) in
+               enumerate([(0, 10), (50, 60), (61, 70), (65, 95), (140, 150)])]
+    idle = device_idle(events, steps=2)
+    assert idle["ms_per_step"] == 0.0425  # 10-50 and 95-140 (us), over 2 steps; 60-61 is under 20 us
+    assert idle["by_op"] == {"aten::_foreach_add_": 0.02, "aten::item": 0.0225}
+    assert idle["by_range"] == {"Optimizer.step#AdamW.step": 0.02, "aten::item": 0.0225}
