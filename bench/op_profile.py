@@ -50,12 +50,13 @@ def op_class(name: str, shapes: list, rank: int, vocab: int) -> str:
 
 
 @contextmanager
-def profiled():
-    """A torch.profiler over the block (CPU ops, and CUDA kernels when there is a GPU), with input shapes."""
+def profiled(with_stack: bool = False):
+    """A torch.profiler over the block (CPU ops, and CUDA kernels when there is a GPU), with input shapes (and
+    Python frames with `with_stack`)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with profile(activities=activities, record_shapes=True) as prof:
+    with profile(activities=activities, record_shapes=True, with_stack=with_stack) as prof:
         yield prof
         if torch.cuda.is_available():
             torch.cuda.synchronize()  # the block's queued kernels finish inside the profile

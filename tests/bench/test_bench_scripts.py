@@ -127,3 +127,13 @@ def test_device_idle_charges_each_gap_to_the_cpu_op_running_in_it():
     assert idle["ms_per_step"] == 0.0425  # 10-50 and 95-140 (us), over 2 steps; 60-61 is under 20 us
     assert idle["by_op"] == {"aten::_foreach_add_": 0.02, "aten::item": 0.0225}
     assert idle["by_range"] == {"Optimizer.step#AdamW.step": 0.02, "aten::item": 0.0225}
+
+
+def test_eval_profile_runs_a_firefly_eval_command_under_the_profiler(tiny_llama, tmp_path):
+    report = tmp_path / "profile.json"
+    out = _run("bench/eval_profile.py", "--json", report, "--", "cmmlu", "--ckpt", tiny_llama, "--data-dir",
+               "firefly_eval/minisets/cmmlu", "--subjects", "economics", "-o", tmp_path / "cmmlu.json")
+    assert "firefly-eval cmmlu:" in out and "ops taking the most time:" in out
+    result = json.loads(report.read_text())
+    assert result["returncode"] == 0 and json.loads((tmp_path / "cmmlu.json").read_text())["n_questions"] == 8
+    assert "aten::mm" in {row["op"] for row in result["top"]} and 0 < result["ms_in_ops"] < 1000 * result["wall_s"]
