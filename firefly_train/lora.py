@@ -196,6 +196,8 @@ def compile_layers(model) -> None:
     if not layers:
         log.warning("compile_layers: the model has no transformers decoder layers (custom modelling code?); "
                     "nothing compiled")
+    else:
+        log.info("compile_layers: %d decoder layers compile at the first step (up to a minute or so)", len(layers))
     for layer in layers:
         if layer.gradient_checkpointing:
             layer._gradient_checkpointing_func = checkpointed
