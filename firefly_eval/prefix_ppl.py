@@ -105,13 +105,13 @@ class PrefixCachedPPL:
             kwargs["cache"] = DynamicCache(ddp_cache_data=[
                 (k.expand(len(stems), -1, -1, -1), v.expand(len(stems), -1, -1, -1)) for k, v in self.prefix_kv])
             kwargs["position_ids"] = torch.arange(p, p + width, device=device).unsqueeze(0)
-        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=bool(p),
-                            **kwargs).logits
+        ids = ids.to(device)  # once: a copy per stem would wait, each time, for the work queued before it
+        logits = self.model(input_ids=ids, attention_mask=mask.to(device), use_cache=bool(p), **kwargs).logits
         self.forward_tokens += int(mask[:, p:].sum())
         lengths = [len(s) - p for s in stems]  # each stem's rows in `logits`: positions p .. len(s)-1
-        last = torch.log_softmax(logits[torch.arange(len(stems)), torch.tensor(lengths) - 1].float(), -1)
-        sums = torch.stack([self._loss_sum(logits[i, : n - 1], ids[i, 1:n].to(device))
-                            for i, n in enumerate(lengths)]).tolist()
+        rows = torch.tensor(lengths, device=device) - 1
+        last = torch.log_softmax(logits[torch.arange(len(stems), device=device), rows].float(), -1)
+        sums = torch.stack([self._loss_sum(logits[i, : n - 1], ids[i, 1:n]) for i, n in enumerate(lengths)]).tolist()
         last = last.cpu().numpy()
         for i, s in enumerate(stems):
             loss = sums[i]
