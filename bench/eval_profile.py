@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from op_profile import device_idle, profiled  # noqa: E402
 
 
-def top_ops(events, n: int = 20) -> list[dict]:
-    """The n ops with the most self time on the device (on the CPU without a GPU), with their call counts."""
+def ops_by_time(events) -> list[dict]:
+    """Every op with its self time on the device (on the CPU without a GPU) and call count, most time first."""
     cuda = torch.cuda.is_available()
     totals: dict[str, list] = {}
     for e in events:
@@ -33,7 +33,7 @@ def top_ops(events, n: int = 20) -> list[dict]:
         us = e.self_device_time_total if cuda else e.self_cpu_time_total
         row = totals.setdefault(e.name, [0.0, 0])
         row[0], row[1] = row[0] + us / 1000, row[1] + 1
-    ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])[:n]
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])
     return [{"op": name, "ms": round(ms, 3), "calls": calls} for name, (ms, calls) in ranked]
 
 
@@ -53,10 +53,11 @@ def main() -> None:
         rc = firefly_eval(command)
     wall = time.perf_counter() - t0
     events = prof.events()
-    ops = top_ops(events)
-    result = {"command": command, "returncode": rc, "wall_s": round(wall, 3), "clock": "device" if
-              torch.cuda.is_available() else "cpu", "ms_in_ops": round(sum(r["ms"] for r in top_ops(events, 10**6)), 3),
-              "top": ops}
+    ranked = ops_by_time(events)
+    ops = ranked[:20]
+    result = {"command": command, "returncode": rc, "wall_s": round(wall, 3),
+              "clock": "device" if torch.cuda.is_available() else "cpu",
+              "ms_in_ops": round(sum(r["ms"] for r in ranked), 3), "top": ops}
     if torch.cuda.is_available():
         result["idle"] = device_idle(events, steps=1)
     print(f"\nfirefly-eval {' '.join(command[:1])}: {wall:.1f} s wall, {result['ms_in_ops'] / 1000:.1f} s of "

@@ -72,8 +72,8 @@ def shape_rows(tokens: int, k: int, n: int, rank: int, device: torch.device, rep
     try:
         w8, ws = quantise_rows(w)
         rows["fp8 rowwise"] = timed(lambda: fp8_rowwise(x, w8, ws), device, repeats)
-        err = (fp8_rowwise(x, w8, ws).float() - (x @ w.t()).float()).norm() / (x @ w.t()).float().norm()
-        rows["fp8 relative error"] = float(err)
+        ref = (x @ w.t()).float()
+        rows["fp8 relative error"] = float((fp8_rowwise(x, w8, ws).float() - ref).norm() / ref.norm())
     except (RuntimeError, NotImplementedError) as e:  # no FP8 GEMM on this device
         rows["fp8 rowwise"] = None
         rows["fp8 unavailable"] = str(e).splitlines()[0][:120]
@@ -100,18 +100,12 @@ def main():
     print(f"{args.tokens} rows, {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}; ms per call "
           "(TFLOP/s)")
     print(f"{'shape':<10}" + "".join(f"{w:>22}" for w in ways))
-    total = dict.fromkeys(ways, 0.0)
     for name, r in results.items():
-        cells = []
-        for w in ways:
-            ms = r.get(w)
-            tf = r["tflops"].get(w)
-            cells.append("n/a" if ms is None else f"{ms:.3f}" + (f" ({tf:.0f})" if tf else ""))
-            if ms is not None and total[w] is not None:
-                total[w] += ms * layer[name][2]
-            elif ms is None:
-                total[w] = None
+        cells = ["n/a" if r[w] is None else f"{r[w]:.3f}" + (f" ({r['tflops'][w]:.0f})" if w in r["tflops"] else "")
+                 for w in ways]
         print(f"{name:<10}" + "".join(f"{c:>22}" for c in cells))
+    total = {w: None if any(r[w] is None for r in results.values())
+             else sum(r[w] * layer[name][2] for name, r in results.items()) for w in ways}
     print(f"{'layer':<10}" + "".join(f"{'n/a' if t is None else f'{t:.3f}':>22}" for t in total.values()))
     if "fp8 relative error" in results["down"]:
         print("fp8 relative error against bf16: " + ", ".join(f"{n} {r['fp8 relative error']:.4f}"

@@ -143,7 +143,8 @@ def breakdown(prof, steps: int, rank: int, vocab: int) -> dict:
     per_class = dict.fromkeys(CLASSES, 0.0)
     top: dict[str, dict[str, float]] = {c: {} for c in CLASSES}
     overall: dict[tuple[str, str], list] = {}  # (class, op) -> [ms, calls] per step
-    for e in prof.events():
+    events = prof.events()
+    for e in events:
         if e.device_type != DeviceType.CPU:  # kernels: counted through the op that launched them
             continue
         ms = (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1000 / steps
@@ -160,7 +161,7 @@ def breakdown(prof, steps: int, rank: int, vocab: int) -> dict:
               "top": [{"op": op, "class": c, "ms": round(ms, 3), "calls": round(calls)}
                       for (c, op), (ms, calls) in ranked]}
     if cuda:
-        result["idle"] = device_idle(prof.events(), steps)
+        result["idle"] = device_idle(events, steps)
     return result
 
 
