@@ -95,7 +95,8 @@ def main():
     device = torch.device(args.device)
     h, i = args.hidden, args.intermediate
     layer = {"q/k/v/o": (h, h, 4), "gate/up": (h, i, 2), "down": (i, h, 1)}  # (in, out, linears per layer)
-    results = {name: shape_rows(args.tokens, k, n, args.rank, device, args.repeats) for name, (k, n, _) in layer.items()}
+    results = {name: shape_rows(args.tokens, k, n, args.rank, device, args.repeats)
+               for name, (k, n, _) in layer.items()}
     ways = ("bf16 mm", "nf4 dequant", "nf4 matmul", "fp8 rowwise", "lora")
     print(f"{args.tokens} rows, {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}; ms per call "
           "(TFLOP/s)")
