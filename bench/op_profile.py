@@ -50,13 +50,12 @@ def op_class(name: str, shapes: list, rank: int, vocab: int) -> str:
 
 
 @contextmanager
-def profiled(with_stack: bool = False):
-    """A torch.profiler over the block (CPU ops, and CUDA kernels when there is a GPU), with input shapes (and
-    Python frames with `with_stack`)."""
+def profiled():
+    """A torch.profiler over the block (CPU ops, and CUDA kernels when there is a GPU), with input shapes."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with profile(activities=activities, record_shapes=True, with_stack=with_stack) as prof:
+    with profile(activities=activities, record_shapes=True) as prof:
         yield prof
         if torch.cuda.is_available():
             torch.cuda.synchronize()  # the block's queued kernels finish inside the profile
@@ -108,10 +107,12 @@ def device_idle(events, steps: int, min_gap_us: float = 20.0) -> dict:
     """Milliseconds per step the GPU ran no kernel between two kernels (gaps of at least `min_gap_us`), and who
     kept it waiting: each gap is charged to the CPU op running at its middle, innermost (`by_op`: what the CPU was
     doing, e.g. an optimizer's per-parameter launch) and outermost (`by_range`: the top-level range it belongs to,
-    e.g. `Optimizer.step#...`). Kernels of every stream count as busy."""
+    e.g. `Optimizer.step#...`). Kernels of every stream count as busy; a range's span on the GPU timeline
+    (`record_function` draws one) does not."""
     from torch.autograd import DeviceType
 
-    kernels = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type != DeviceType.CPU)
+    kernels = sorted((e.time_range.start, e.time_range.end) for e in events
+                     if e.device_type != DeviceType.CPU and not e.is_user_annotation)
     gaps, busy_until = [], None
     for start, end in kernels:
         if busy_until is not None and start - busy_until >= min_gap_us:

@@ -103,8 +103,9 @@ def test_gemm_rates_times_each_way_of_computing_a_frozen_linear(tmp_path):
 
 
 def test_device_idle_charges_each_gap_to_the_cpu_op_running_in_it():
-    """GPU gaps between kernels (other streams count as busy, gaps under the threshold are ignored) are charged
-    to the innermost CPU op running at their middle, on any thread, and to its top-level range."""
+    """GPU gaps between kernels (other streams count as busy, gaps under the threshold are ignored, a range's
+    span on the GPU timeline is not a kernel) are charged to the innermost CPU op running at their middle, on any
+    thread, and to its top-level range."""
     from types import SimpleNamespace
 
     from torch.autograd import DeviceType
@@ -114,15 +115,16 @@ def test_device_idle_charges_each_gap_to_the_cpu_op_running_in_it():
     spec.loader.exec_module(op_profile)
     device_idle = op_profile.device_idle
 
-    def event(name, start, end, device=DeviceType.CPU, thread=1, parent=None):
+    def event(name, start, end, device=DeviceType.CPU, thread=1, parent=None, annotation=False):
         return SimpleNamespace(name=name, device_type=device, time_range=SimpleNamespace(start=start, end=end),
-                               thread=thread, cpu_parent=parent)
+                               thread=thread, cpu_parent=parent, is_user_annotation=annotation)
 
     step = event("Optimizer.step#AdamW.step", 5, 300)
     events = [step, event("aten::_foreach_add_", 12, 48, parent=step), event("aten::item", 100, 180),
               event("autograd::engine", 0, 400, thread=2)]
     events += [event(f"k{i}", a, b, device=DeviceType.CUDA) for i, (a, b) in
                enumerate([(0, 10), (50, 60), (61, 70), (65, 95), (140, 150)])]
+    events.append(event("Optimizer.step#AdamW.step", 5, 300, device=DeviceType.CUDA, annotation=True))
     idle = device_idle(events, steps=2)
     assert idle["ms_per_step"] == 0.0425  # 10-50 and 95-140 (us), over 2 steps; 60-61 is under 20 us
     assert idle["by_op"] == {"aten::_foreach_add_": 0.02, "aten::item": 0.0225}
@@ -137,3 +139,7 @@ def test_eval_profile_runs_a_firefly_eval_command_under_the_profiler(tiny_llama,
     result = json.loads(report.read_text())
     assert result["returncode"] == 0 and json.loads((tmp_path / "cmmlu.json").read_text())["n_questions"] == 8
     assert "aten::mm" in {row["op"] for row in result["top"]} and 0 < result["ms_in_ops"] < 1000 * result["wall_s"]
+    ranges = result["ranges"]  # our scoring ran inside its named ranges, nested as the calls are
+    assert ranges["PrefixCachedPPL._run_chunk"]["calls"] >= 1 and ranges["FireflyCausalLM.get_ppl"]["calls"] >= 4
+    assert 0 < ranges["PrefixCachedPPL._run_chunk"]["s"] <= ranges["PrefixCachedPPL.__call__"]["s"] \
+        <= ranges["FireflyPPLInferencer.inference"]["s"] < result["wall_s"]
