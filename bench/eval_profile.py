@@ -69,18 +69,33 @@ def range_seconds(events, names: list[str]) -> dict[str, dict]:
     return {n: {"calls": r["calls"], "s": round(r["s"], 3)} for n, r in out.items()}
 
 
+def _callers(event, depth: int = 4) -> str:
+    names, parent = [], event.cpu_parent
+    while parent is not None and len(names) < depth:
+        names.append(parent.name)
+        parent = parent.cpu_parent
+    return " < ".join(names)
+
+
 def ops_by_time(events) -> list[dict]:
-    """Every op with its self time on the device (on the CPU without a GPU) and call count, most time first."""
+    """Every op with its self time on the device (on the CPU without a GPU) and call count, most time first;
+    `sites`: the three (input shapes, callers) groups of the op that took the most of its time."""
     cuda = torch.cuda.is_available()
     totals: dict[str, list] = {}
     for e in events:
         if e.device_type.name != "CPU":
             continue
-        us = e.self_device_time_total if cuda else e.self_cpu_time_total
-        row = totals.setdefault(e.name, [0.0, 0])
-        row[0], row[1] = row[0] + us / 1000, row[1] + 1
+        ms = (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1000
+        row = totals.setdefault(e.name, [0.0, 0, {}])
+        row[0], row[1] = row[0] + ms, row[1] + 1
+        if ms:
+            site = row[2].setdefault((str(e.input_shapes)[:120], _callers(e)), [0.0, 0])
+            site[0], site[1] = site[0] + ms, site[1] + 1
     ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])
-    return [{"op": name, "ms": round(ms, 3), "calls": calls} for name, (ms, calls) in ranked]
+    return [{"op": name, "ms": round(ms, 3), "calls": calls,
+             "sites": [{"shapes": shapes, "callers": callers, "ms": round(t, 3), "calls": n} for (shapes, callers), (t, n)
+                       in sorted(sites.items(), key=lambda kv: -kv[1][0])[:3]]}
+            for name, (ms, calls, sites) in ranked]
 
 
 def main() -> None:
@@ -118,6 +133,8 @@ def main() -> None:
     print("ops taking the most time:")
     for row in ops:
         print(f"  {row['op'][:70]:<70} {row['ms'] / 1000:>8.2f} s {row['calls']:>8} calls")
+        for site in row["sites"] if row is ops[0] or row["ms"] > 0.05 * ops[0]["ms"] else []:
+            print(f"      {site['ms'] / 1000:>7.2f} s {site['calls']:>6} calls  {site['shapes']}  < {site['callers'][:90]}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     sys.exit(rc)
