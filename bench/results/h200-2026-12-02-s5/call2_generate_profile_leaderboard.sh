@@ -1,10 +1,11 @@
-# GPU call 2 (2026-12-02, fifth session): generation with the decoding step's attention on the math backend
+# GPU call 2 (2026-12-02, fifth session): SDPA backends' first-call cost per shape at CMMLU's chunk shapes; generation with the decoding step's attention on the math backend
 # (compiled); CMMLU's 3-subject profile with each top op's shapes and callers; the leaderboard's stock path
 # against itself at another batch size (bf16 noise floor), then stock against ours in float32.
 set -u
 source .carry/activate || exit 1
 python3 -m compileall -q /tmp/carry-site
 t0=$(date +%s)
+timeout 60 python3 bench/sdpa_backends.py --json $OUT/sdpa.json > $OUT/sdpa.log 2>&1; echo "sdpa rc=$?"; grep -v -i warn $OUT/sdpa.log
 python3 -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; from train_throughput import make_random_model; make_random_model(Path('configs/shapes/llama2-7b.json'), 55296, Path('/tmp/l7'))"
 cp .carry/data/tokenizers/chinese-llama2/* /tmp/l7/
 echo "model built at $(( $(date +%s) - t0 )) s"
