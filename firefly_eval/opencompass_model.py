@@ -13,7 +13,11 @@ prompts, retriever, inferencer and summariser, and changes three things:
   `mask_length`, or longer than `max_seq_len` (where OpenCompass truncates), take OpenCompass's own path.
 
 PPL scoring pads on the right (every real token keeps its position id; OpenCompass masks pads out of the
-loss), generation pads on the left.
+loss), generation pads on the left. On CUDA, scoring (both engines) attends through SDPA's memory-efficient
+kernel: SDPA's first choice on Hopper with a mask is cuDNN's, which plans anew for every (batch, query, key)
+shape, 50-80 ms a shape and 1-2 s where it compiles a kernel (`bench/sdpa_backends.py`, bench/NOTES.md), and
+every chunk of stems and every padded OpenCompass batch has a shape of its own. The memory-efficient kernel
+costs nothing per shape. Both engines take it, so their predictions compare kernel for kernel.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from opencompass.models.base import LMTemplateParser
 from opencompass.models.huggingface_above_v4_33 import HuggingFaceBaseModel, _convert_base_messages
 from opencompass.registry import MODELS
@@ -90,7 +95,17 @@ class FireflyCausalLM(HuggingFaceBaseModel):
                 self._token_ids.popitem(last=False)
         return [len(row) for row in ids]
 
+    def scoring_attention(self):
+        """The attention kernels PPL scoring may use: on CUDA the memory-efficient one only (see the module)."""
+        if self.model.device.type != "cuda":
+            return contextlib.nullcontext()
+        return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION])
+
     def get_ppl(self, inputs, mask_length=None):
+        with self.scoring_attention():
+            return self._get_ppl(inputs, mask_length)
+
+    def _get_ppl(self, inputs, mask_length):
         if self.prefix_ppl is not None and mask_length is None:
             texts = _convert_base_messages(inputs)
             todo = [t for t in texts if t not in self._token_ids]

@@ -79,3 +79,25 @@ def test_cmmlu_engines_agree_on_every_prediction(tiny_llama, tmp_path):
             assert ours["prediction"] == item["prediction"], (name, key)
             for label in "ABCD":
                 assert ours[f"label: {label}"]["PPL"] == pytest.approx(item[f"label: {label}"]["PPL"], rel=1e-5)
+
+
+def test_scoring_attends_through_the_memory_efficient_kernel_on_cuda(models, monkeypatch):
+    """cuDNN's attention plans anew for every shape (each chunk of stems, each padded batch): on CUDA, scoring in
+    both engines allows the memory-efficient kernel only; elsewhere it leaves SDPA's choice alone."""
+    import torch
+
+    model = models[1]
+    seen = []
+
+    def forward(*args, **kwargs):
+        seen.append((torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
+                     torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()))
+        return [1.0] * len(args[0])
+
+    monkeypatch.setattr(model, "prefix_ppl", forward)
+    model.get_ppl(["a b c d e f g h i j"])
+    assert seen[-1] == (True, True, True, True)
+    monkeypatch.setattr(type(model.model), "device", property(lambda self: torch.device("cuda")))
+    model.get_ppl(["a b c d e f g h i j"])
+    assert seen[-1] == (False, True, False, False)
+    assert torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()  # restored
