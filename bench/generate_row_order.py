@@ -8,9 +8,7 @@ batch, other rows): the prefill logits (largest difference, rows bit-identical),
 decoding with `StaticDecoder` (eager, and with the compiled step unless `--no-compile`), and the sampler alone
 on identical logits. It prints one line per check: items identical out of all, and the largest logit
 difference where one is measured. `--settings` instead runs greedy eager decoding under each named numerics
-setting (`SETTINGS`), to find which kernel makes a row's result depend on its position; there the decoding
-step is the model's plain forward, without the math-backend choice `StaticDecoder._decoding_step` makes since
-this diagnostic found the row dependence (2026-12-02).
+setting (`SETTINGS`), to find which kernel makes a row's result depend on its position.
 """
 from __future__ import annotations
 
@@ -88,9 +86,8 @@ def main() -> None:
         diffs = [float((a[i] - b[i]).abs().max()) for i in range(len(texts))]
         report(name, sum(d == 0 for d in diffs), len(texts), max(diffs))
 
-    for name in args.settings or []:  # the kernels each setting selects, not the decoder's own choice
+    for name in args.settings or []:
         gen, orders = generator(False)
-        gen.decoder._step = gen.decoder._forward
         tokens, step_logits = {}, {}
         with numerics(name):
             for order_name, order in orders.items():

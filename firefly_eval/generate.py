@@ -6,9 +6,10 @@ a kill is cut away first); a file made for another set or with other settings is
 
 Sampling follows the seed (top_p 0.9, temperature 0.35). Every item has its own seed, derived from the
 base seed and the item id; its noise at each step is a hash of (seed, step, token) (`firefly_eval.sampling`),
-so an item's answer does not depend on which other items share its batch (up to the float noise of
-padding; the decoding step's attention runs on SDPA's math backend, because on an H200 the fused kernel made
-a row's logits depend on its position in the batch). Engines: transformers with our own batched decoding
+so an item's answer does not depend on which other items share its batch, up to float noise: on a CPU in
+float32 it does not at all; on an H200 in bf16 SDPA's fused kernel for the one query row makes a row's logits
+depend on its position in the batch (bench/NOTES.md: the math backend removes that, but decoded at 973 tokens/s
+against 7,175, so it is not taken). Engines: transformers with our own batched decoding
 loop (`StaticDecoder`: left padding, static KV cache, the decoding step compiled with CUDA graphs on a GPU;
 float32 on CPU, bf16 on GPU); vLLM on a GPU when it is installed (checked against a stand-in module only: it
 cannot be installed next to our torch).
@@ -180,25 +181,14 @@ class StaticDecoder:
         self.path = "static cache, compiled step (CUDA graphs)" if compile_step else "static cache, eager"
         # fullgraph=False: a graph break that another torch version might bring costs speed, not the run (the
         # tests check that the step is one graph with the pinned versions)
-        self._step = (torch.compile(self._decoding_step, mode="reduce-overhead", fullgraph=False, dynamic=False)
-                      if compile_step else self._decoding_step)
+        self._step = (torch.compile(self._forward, mode="reduce-overhead", fullgraph=False, dynamic=False)
+                      if compile_step else self._forward)
         self._skips_before = cudagraph_skips()
 
     def _forward(self, input_ids, position_ids, attention_mask):
         out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
                          cache=self.cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float()
-
-    def _decoding_step(self, input_ids, position_ids, attention_mask):
-        """One token per row, attention on SDPA's math backend. With the default choice (a fused kernel for
-        the one query row), a row's logits on an H200 depended on its position in the batch: with the rows
-        reversed, 110 of 130 rows had identical logits (largest difference 0.15) and 12 of 130 greedy answers
-        were equal after 64 tokens; on the math backend, 130 of 130 and 130 of 130 (bench/generate_row_order.py,
-        bench/NOTES.md). Per-item reproducible sampling needs a row to depend on its own tokens only."""
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        with sdpa_kernel(SDPBackend.MATH):
-            return self._forward(input_ids, position_ids, attention_mask)
 
     def cache_mask(self, attention_mask):
         """The mask every step decodes with: the prompt's, then ones up to the cache's length."""
@@ -216,7 +206,7 @@ class StaticDecoder:
             if not self.compiled:
                 raise
             log.warning("compiled decoding failed (%s: %s); decoding eagerly", type(e).__name__, str(e)[:500])
-            self.compiled, self._step = False, self._decoding_step
+            self.compiled, self._step = False, self._forward
             self.path = f"static cache, eager (compiled step failed: {type(e).__name__})"
             return self._decode(input_ids, attention_mask, max_new_tokens, pick, stop_ids)
 

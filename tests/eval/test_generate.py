@@ -188,31 +188,6 @@ def test_sampled_tokens_do_not_depend_on_batch_size_or_company(tiny_model):
     assert all(other_seeds[i] != alone[i] for i in alone)
 
 
-def test_decoding_steps_attend_on_the_math_backend_prefill_on_the_default(tiny_model, monkeypatch):
-    """Each decoding step's attention runs with only SDPA's math backend enabled (on an H200 the fused kernel for
-    one query row made a row's logits depend on its batch position); the prefill keeps the default choice."""
-    import torch
-    import torch.nn.functional as F
-
-    seen = []
-    real_sdpa = F.scaled_dot_product_attention
-
-    def recording_sdpa(query, *args, **kwargs):
-        seen.append((query.shape[-2], torch.backends.cuda.flash_sdp_enabled(),
-                     torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()))
-        return real_sdpa(query, *args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_sdpa)
-    texts = tiny_model[2]
-    token_rows(tiny_model, texts[:2], None, 2, max_new_tokens=4)
-    layers = tiny_model[0].config.num_hidden_layers
-    prefill, steps = seen[:layers], seen[layers:]
-    assert len(steps) == 3 * layers
-    assert all(flash and mem for _, flash, mem, _ in prefill)
-    assert all(not flash and not mem and math for _, flash, mem, math in steps)
-    assert max(q for q, *_ in steps) < min(q for q, *_ in prefill)  # (one token; GQA folds groups into q)
-
-
 def test_auto_batch_size_fits_the_kv_cache(monkeypatch):
     """A 7B (Llama-2 shape, 55,296 pieces, bf16) with 125 GiB free takes all 130 prompts of up to 768 positions
     at once (about 0.5 GB each); with 20 GiB free, as many as fit in 80% of it. 8 on a CPU."""
