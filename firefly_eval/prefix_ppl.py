@@ -100,10 +100,7 @@ class PrefixCachedPPL:
             mask[i, p: len(s)] = 1
         kwargs = {}
         if p:
-            from transformers import DynamicCache
-
-            kwargs["cache"] = DynamicCache(ddp_cache_data=[
-                (k.expand(len(stems), -1, -1, -1), v.expand(len(stems), -1, -1, -1)) for k, v in self.prefix_kv])
+            kwargs["cache"] = self._prefix_cache(len(stems))
             kwargs["position_ids"] = torch.arange(p, p + width, device=device).unsqueeze(0)
         ids = ids.to(device)  # once: a copy per stem would wait, each time, for the work queued before it
         logits = self.model(input_ids=ids, attention_mask=mask.to(device), use_cache=bool(p), **kwargs).logits
@@ -120,6 +117,21 @@ class PrefixCachedPPL:
             self.stems[s] = (loss, last[i])
             if len(self.stems) > self.max_stems:
                 self.stems.popitem(last=False)
+
+    def _prefix_cache(self, batch: int):
+        """A cache holding the prefix's keys and values for `batch` rows as broadcast views: each layer's one
+        concatenation with the stems' keys and values writes the only copy. (`DynamicCache(ddp_cache_data=...)`
+        would first copy the broadcast prefix into every row, then the forward would copy it again.)"""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        cache = DynamicCache()
+        for k, v in self.prefix_kv:
+            layer = DynamicLayer()
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
+            cache.layers.append(layer)
+        return cache
 
     def _loss_sum(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """float32 sum of the per-token losses, padding ids ignored as targets (OpenCompass's `get_ppl`)."""

@@ -101,3 +101,15 @@ def test_scoring_attends_through_the_memory_efficient_kernel_on_cuda(models, mon
     model.get_ppl(["a b c d e f g h i j"])
     assert seen[-1] == (False, True, False, False)
     assert torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()  # restored
+
+
+def test_the_prefix_cache_holds_views_of_the_prefix_not_copies(models):
+    """Every chunk's cache starts from broadcast views of the prefix's keys and values (no copy per row); the
+    forward's concatenation is the only copy, and scores are unchanged (the agreement tests above)."""
+    scorer = models[1].prefix_ppl
+    scorer([list(range(3, 40)) + [50, 51], list(range(3, 40)) + [60, 61, 62]])
+    cache = scorer._prefix_cache(5)
+    assert len(cache.layers) == len(scorer.prefix_kv) and cache.get_seq_length() == len(scorer.prefix)
+    for layer, (k, v) in zip(cache.layers, scorer.prefix_kv):
+        assert layer.keys.shape[0] == layer.values.shape[0] == 5 and layer.keys.stride(0) == layer.values.stride(0) == 0
+        assert layer.keys.data_ptr() == k.data_ptr() and layer.values.data_ptr() == v.data_ptr()
