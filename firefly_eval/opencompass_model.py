@@ -26,11 +26,11 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from opencompass.models.base import LMTemplateParser
 from opencompass.models.huggingface_above_v4_33 import HuggingFaceBaseModel, _convert_base_messages
 from opencompass.registry import MODELS
 from opencompass.utils.logging import get_logger
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from firefly_core.models import load_tokenizer, resolve_checkpoint
 from firefly_eval import checkpoints

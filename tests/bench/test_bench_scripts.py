@@ -102,6 +102,20 @@ def test_gemm_rates_times_each_way_of_computing_a_frozen_linear(tmp_path):
             assert 0 < r["fp8 relative error"] < 0.1
 
 
+def test_sdpa_backends_times_each_backend_on_new_and_seen_shapes(tmp_path):
+    report = tmp_path / "sdpa.json"
+    out = _run("bench/sdpa_backends.py", "--shapes", "1", "--repeats", "1", "--heads", "2", "--json", report)
+    assert "first call ms" in out
+    result = json.loads(report.read_text())
+    cases = [name for name, _ in result["cases"]]
+    assert cases == ["new 0", "seen", "batch+1", "prefix+1", "width+1"]
+    for name in ("default", "math"):  # the CPU has no memory-efficient kernel: that row says it refused
+        row = result["backends"][name]
+        assert set(row["first_ms"]) == set(cases) and len(row["repeat_ms"]) == len(cases)
+        assert row["max_abs_diff_vs_math_fp32"] < 1e-4
+    assert "error" in result["backends"]["efficient"]
+
+
 def test_device_idle_charges_each_gap_to_the_cpu_op_running_in_it():
     """GPU gaps between kernels (other streams count as busy, gaps under the threshold are ignored, a range's
     span on the GPU timeline is not a kernel) are charged to the innermost CPU op running at their middle, on any
