@@ -137,7 +137,8 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
                 "rows: an expanded vocabulary must be trained, set train_embeddings: true")
         grow_vocabulary(model, tokenizer, src.base, cfg.embedding_init)
     gc_kwargs = {"use_reentrant": False}
-    if cfg.mode == "qlora" and cfg.upcast_frozen_weights:
+    peft_upcast = cfg.mode == "qlora" and cfg.upcast_frozen_weights  # peft's kbit preparation, fp32 norms
+    if peft_upcast:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
@@ -158,7 +159,7 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     else:
         model = get_peft_model(model, lora_config(model, cfg, src.train_embeddings))
-    if not (cfg.mode == "qlora" and cfg.upcast_frozen_weights):
+    if not peft_upcast:
         master_weights_fp32(model, dtype)
     if cfg.lora.fuse_shared_inputs:
         fuse_shared_inputs(model)
