@@ -227,8 +227,8 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
 
 
 def run_steps(step, model, args, rank: int) -> dict:
-    """Time `step()` (one optimizer step, returns {"loss", "tokens"}) after warmup steps; then profile
-    `args.profile` more steps (`rank`: the LoRA rank, to tell LoRA matmuls from the base's)."""
+    """Time `step()` (one optimizer step, returns {"loss" (a device tensor), "tokens"}) after warmup steps; then
+    profile `args.profile` more steps (`rank`: the LoRA rank, to tell LoRA matmuls from the base's)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -245,7 +245,7 @@ def run_steps(step, model, args, rank: int) -> dict:
     sync()
     dt = time.perf_counter() - t0
     result = {"tokens_per_s": tokens / dt, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
-              "trainable": trainable, "steps": args.steps, "losses": losses}
+              "trainable": trainable, "steps": args.steps, "losses": [float(x) for x in losses]}
     if args.profile:
         with profiled() as prof:
             for _ in range(args.profile):

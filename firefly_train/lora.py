@@ -70,7 +70,7 @@ def load_base(folder: Path, mode: str, dtype: torch.dtype, device: torch.device,
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     if attn == "varlen":
-        import firefly_train.varlen_attention  # noqa: F401  (registers the implementation with transformers)
+        from firefly_train import varlen_attention  # registers the implementation with transformers
     kwargs = {"attn_implementation": attn}
     if mode == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -83,6 +83,8 @@ def load_base(folder: Path, mode: str, dtype: torch.dtype, device: torch.device,
     except ImportError as e:  # flash_attention_2 without the flash-attn package
         raise FireflyError(f"config key 'attn_implementation': {attn} is not available here ({e})") from None
     model.config.use_cache = False
+    if attn == "varlen":
+        varlen_attention.install(model)
     return model
 
 

@@ -196,10 +196,15 @@ class Trainer:
         set_rng_state(rngs[self.acc.process_index] if len(rngs) == self.acc.num_processes else rngs[0])
 
     # -- one optimizer step --------------------------------------------------------------------------
-    def _batch(self) -> dict:
+    def _batch(self) -> tuple[dict, int]:
+        """The next micro-batch on the device, and its non-padding token count (from the CPU copy). The copy to the
+        device is asynchronous: a blocking one would first wait for every step queued on the GPU."""
         items = [self.dataset[i] for i in self.order.indices(self.micro_batches)]
         self.micro_batches += 1
-        return {k: v.to(self.acc.device) for k, v in self.collate(items).items()}
+        batch = self.collate(items)
+        tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        return {k: v.to(self.acc.device, non_blocking=True) if torch.is_tensor(v) else v
+                for k, v in batch.items()}, tokens
 
     def _loss_mode(self):
         if not self.loss_chunk:
@@ -207,14 +212,16 @@ class Trainer:
         return chunked_loss.chunked_head_loss(self.acc.unwrap_model(self.model), self.loss_chunk)
 
     def step(self) -> dict:
-        """One optimizer step over gradient_accumulation_steps micro-batches: {"loss", "tokens", "lr"}."""
+        """One optimizer step over gradient_accumulation_steps micro-batches: {"loss", "tokens", "lr"}. The loss is
+        a tensor on the device: reading it waits for the GPU, so `train` reads it only when it logs, and the CPU
+        meanwhile queues the next step."""
         accum = self.cfg.gradient_accumulation_steps
         deepspeed = self.acc.distributed_type.name == "DEEPSPEED"
         self.model.train()
         losses, tokens = [], 0
         for i in range(accum):
-            batch = self._batch()
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            batch, n = self._batch()
+            tokens += n
             sync = i == accum - 1 or deepspeed
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
                 with self._loss_mode():
@@ -228,8 +235,9 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step_no += 1
-        loss = self.acc.reduce(torch.stack(losses).mean(), "mean").item()
-        tokens = int(self.acc.reduce(torch.tensor(tokens, device=self.acc.device), "sum").item())
+        loss = self.acc.reduce(torch.stack(losses).mean(), "mean")
+        if self.acc.num_processes > 1:
+            tokens = int(self.acc.reduce(torch.tensor(tokens, device=self.acc.device), "sum").item())
         self.tokens += tokens
         return {"loss": loss, "tokens": tokens, "lr": lr}
 
@@ -339,11 +347,14 @@ class Trainer:
         clock = time.perf_counter()
         while self.step_no < self.total_steps:
             result = self.step()
+            logging_step = self.step_no % self.cfg.logging_steps == 0 or self.step_no == self.total_steps
+            if logging_step:
+                last_loss = float(result["loss"])  # waits for the GPU: the clock below counts the steps' real time
             now = time.perf_counter()
             self.elapsed += now - clock
             clock = now
-            last_loss, window_tokens = result["loss"], window_tokens + result["tokens"]
-            if self.step_no % self.cfg.logging_steps == 0 or self.step_no == self.total_steps:
+            window_tokens += result["tokens"]
+            if logging_step:
                 rate = window_tokens / max(now - window_start, 1e-9)
                 row = {"step": self.step_no, "loss": last_loss, "lr": result["lr"],
                        "tokens": self.tokens, "tokens_per_s": round(rate, 1), "elapsed_s": round(self.elapsed, 3),

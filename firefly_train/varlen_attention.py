@@ -6,6 +6,8 @@ block-diagonal mask over the whole row (every query against every key of the row
 CUDA) runs each conversation's causal attention alone from cumulative sequence lengths, with nothing to install.
 This module registers it with transformers as `attn_implementation: varlen`: the rows are cut into segments where
 the position ids restart (and at padding, which is dropped), attended segment by segment, and put back in place.
+The segments arrive as transformers' flash-attention keyword arguments (`cu_seq_lens_q`, `max_length_q`, ...):
+from the batch (`packed_collate`) or from `install`'s hook, once per forward.
 
 On a CPU, or a PyTorch without `varlen_attn`, each segment goes through `scaled_dot_product_attention` in a loop:
 the same result, slowly (what the CPU tests compare against the dense masked path).
@@ -50,22 +52,31 @@ def segments(position_ids: torch.Tensor | None, valid: torch.Tensor) -> tuple[to
     return index, cu, int((cu[1:] - cu[:-1]).max())
 
 
-_last: list = []  # [(key, position ids, mask, segments)] of the last call: every layer of a forward shares them
+def install(model) -> None:
+    """Compute a forward's segments once, before its decoder layers, for every layer (and for their recomputation
+    under checkpointing): a forward pre-hook on the decoder stack adds them to the keyword arguments that
+    transformers hands to each layer's attention, unless the batch brings them (`packed_collate` does, computed on
+    the CPU). Computing them inside the layers would wait for the GPU in every layer, and stops `torch.compile` at
+    each layer (data-dependent sizes)."""
+    model.base_model.register_forward_pre_hook(_add_segments, with_kwargs=True)
 
 
-def _forward_segments(position_ids, attention_mask, batch: int, length: int, device):
-    """`segments` for this forward's position ids and mask, computed once for all its layers (and for their
-    recomputation under checkpointing) instead of once per layer: each computation waits for the GPU. The tensors
-    are held while cached, so their ids are not reused; their version counters catch in-place changes."""
-    key = tuple((id(t), t._version) if t is not None else None for t in (position_ids, attention_mask)) + (
-        batch, length)
-    if _last and _last[0][0] == key:
-        return _last[0][3]
-    valid = torch.ones(batch, length, dtype=torch.bool, device=device) if attention_mask is None \
-        else attention_mask[:, -length:].bool()
-    found = segments(position_ids, valid)
-    _last[:] = [(key, position_ids, attention_mask, found)]
-    return found
+def _add_segments(module, args, kwargs):
+    if kwargs.get("cu_seq_lens_q") is not None:
+        return None
+    ids = kwargs.get("input_ids")
+    batch, length = (ids if ids is not None else kwargs["inputs_embeds"]).shape[:2]
+    mask = kwargs.get("attention_mask")
+    if mask is not None and mask.dim() != 2:
+        raise FireflyError("attn_implementation 'varlen' takes a 2-D padding mask (or none), got a "
+                           f"{mask.dim()}-D attention_mask")
+    device = (ids if ids is not None else kwargs["inputs_embeds"]).device
+    valid = torch.ones(batch, length, dtype=torch.bool, device=device) if mask is None else mask[:, -length:].bool()
+    index, cu, longest = segments(kwargs.get("position_ids"), valid)
+    kwargs.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
+    if index is not None:
+        kwargs["varlen_index"] = index
+    return args, kwargs
 
 
 def _kernel(q, k, v, cu: torch.Tensor, longest: int, scale: float) -> torch.Tensor:
@@ -106,7 +117,10 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
     if query.shape[2] != key.shape[2]:
         raise FireflyError("attn_implementation 'varlen' is for training (no KV cache): use sdpa to generate")
     batch, heads, length, dim = query.shape
-    index, cu, longest = _forward_segments(kwargs.get("position_ids"), attention_mask, batch, length, query.device)
+    cu, longest, index = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q"), kwargs.get("varlen_index")
+    if cu is None:
+        raise FireflyError("attn_implementation 'varlen' found no segments: call firefly_train.varlen_attention."
+                           "install(model) once (firefly-train's model loading does)")
 
     def tokens(x):  # (B, H, S, D) -> (kept tokens, H, D)
         flat = x.transpose(1, 2).reshape(batch * length, x.shape[1], dim)

@@ -2,7 +2,8 @@
 
 With packing, `firefly_train.data.sft.pack_rows` first groups conversations into rows of up to max_seq_length
 tokens, and `packed_collate` flattens a micro-batch of such rows into one row `[1, total_tokens]` whose
-`position_ids` restart at 0 at each conversation and which has no `attention_mask`. transformers' mask builder
+`position_ids` restart at 0 at each conversation and which has no `attention_mask`; the conversations' boundaries
+also come as transformers' flash-attention arguments (`cu_seq_lens_q`, ...). transformers' mask builder
 (`masking_utils`) turns such position ids into a block-diagonal causal mask for the sdpa, eager and flex
 attention kernels as well as flash attention (and `firefly_train.varlen_attention` reads the same restarts), so
 conversations never attend to each other. It does so only when no KV cache is passed: call the model with
@@ -67,5 +68,13 @@ def concatenate(samples: list[dict]) -> dict[str, list[int]]:
 
 
 def packed_collate(batch: list[dict]) -> dict:
-    """One row `[1, total_tokens]`: input_ids, labels (-100 at each conversation's first token), position_ids."""
-    return {key: torch.tensor([values], dtype=torch.long) for key, values in concatenate(batch).items()}
+    """One row `[1, total_tokens]`: input_ids, labels (-100 at each conversation's first token), position_ids,
+    and the conversations' boundaries as transformers' flash-attention arguments (`cu_seq_lens_q/k`: cumulative
+    lengths, int32; `max_length_q/k`: the longest), which flash_attention_2 and `varlen` use as they are and the
+    other kernels ignore."""
+    row = concatenate(batch)
+    out = {key: torch.tensor([values], dtype=torch.long) for key, values in row.items()}
+    starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
+    cu = torch.tensor(starts, dtype=torch.int32)
+    longest = max(b - a for a, b in zip(starts[:-1], starts[1:]))
+    return {**out, "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}

@@ -24,11 +24,14 @@ def test_pad_collate_exact():
 def test_packed_collate_exact():
     batch = [{"input_ids": [5, 6, 7], "labels": [X, 6, 7]}, {"input_ids": torch.tensor([8, 9]), "labels": [8, 9]}]
     out = packed_collate(batch)
-    assert set(out) == {"input_ids", "labels", "position_ids"}  # no attention_mask
+    assert set(out) == {"input_ids", "labels", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
+                        "max_length_k"}  # no attention_mask
     assert out["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
     assert out["labels"].tolist() == [[X, 6, 7, X, 9]]  # each sample's first token never predicted
     assert out["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
-    assert all(v.dtype == torch.long for v in out.values())
+    assert all(out[k].dtype == torch.long for k in ("input_ids", "labels", "position_ids"))
+    assert out["cu_seq_lens_q"].tolist() == [0, 3, 5] and out["cu_seq_lens_q"].dtype == torch.int32
+    assert out["cu_seq_lens_k"] is out["cu_seq_lens_q"] and out["max_length_q"] == out["max_length_k"] == 3
 
 
 def test_packed_collate_keeps_the_position_ids_of_packed_rows():
@@ -38,6 +41,7 @@ def test_packed_collate_keeps_the_position_ids_of_packed_rows():
     assert out["input_ids"].tolist() == [[5, 6, 7, 8, 9, 3, 4]]
     assert out["labels"].tolist() == [[X, 6, 7, X, 9, X, 4]]
     assert out["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1]]
+    assert out["cu_seq_lens_q"].tolist() == [0, 3, 5, 7] and out["max_length_q"] == 3
 
 
 def _encoded(tok, convs) -> list[dict]:
@@ -58,12 +62,13 @@ CONVS = [[("1+1等于几？", "等于2。")],
 def test_packed_loss_equals_unpacked_loss(tiny_llama, attn):
     from transformers import AutoModelForCausalLM
 
-    import firefly_train.varlen_attention  # noqa: F401  (registers 'varlen')
-
     from firefly_core.models import load_tokenizer
+    from firefly_train import varlen_attention
 
     tok = load_tokenizer(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32, attn_implementation=attn).eval()
+    if attn == "varlen":
+        varlen_attention.install(model)
     batch = _encoded(tok, CONVS)
     packed = packed_collate(batch)
     with torch.no_grad():
@@ -85,12 +90,13 @@ def test_loss_of_packed_rows_equals_the_conversations_run_separately(tiny_llama,
     packed_collate: its loss is the token-weighted mean of the conversations' own losses."""
     from transformers import AutoModelForCausalLM
 
-    import firefly_train.varlen_attention  # noqa: F401  (registers 'varlen')
-
     from firefly_core.models import load_tokenizer
+    from firefly_train import varlen_attention
 
     tok = load_tokenizer(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32, attn_implementation=attn).eval()
+    if attn == "varlen":
+        varlen_attention.install(model)
     batch = _encoded(tok, CONVS)
     longest, second, _ = sorted((len(it["input_ids"]) for it in batch), reverse=True)
     rows = pack_rows(batch, longest + second)

@@ -91,8 +91,9 @@ def test_default_packs_conversations_into_rows_of_max_seq_length(tiny_llama, cap
     assert sum(len(row["input_ids"]) for row in rows) == stats["tokens"]
     assert f"{stats['kept']} conversations into {len(rows)} rows" in caplog.text
     batch = collate(rows[:3])  # a micro-batch of 3 rows: one row, each conversation's positions restarting
-    assert set(batch) == {"input_ids", "labels", "position_ids"}
+    assert "attention_mask" not in batch
     assert batch["position_ids"][0].tolist() == sum((row["position_ids"] for row in rows[:3]), [])
+    assert len(batch["cu_seq_lens_q"]) == sum(len(_split(row)) for row in rows[:3]) + 1
     assert batch["labels"][0].tolist() == sum((row["labels"] for row in rows[:3]), [])
 
 

@@ -1,10 +1,13 @@
 """attn_implementation 'varlen': packed conversations attend only within themselves, padding is dropped; logits
 and gradients equal those of each conversation run alone through sdpa (on the CPU the segments go through sdpa one
 by one; on a CUDA GPU through torch's varlen FlashAttention)."""
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-import firefly_train.varlen_attention  # noqa: F401  (registers 'varlen')
+import firefly_train.varlen_attention as varlen
+from firefly_core.errors import FireflyError
+from firefly_train.data.collate import packed_collate
 from firefly_train.varlen_attention import segments
 
 
@@ -19,7 +22,10 @@ def test_segments_start_where_positions_restart_and_skip_padding():
 
 def _model(tiny_llama, attn):
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32, attn_implementation=attn)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32, attn_implementation=attn)
+    if attn == "varlen":
+        varlen.install(model)
+    return model
 
 
 def test_packed_row_equals_each_conversation_alone(tiny_llama):
@@ -61,11 +67,9 @@ def test_config_key_reaches_the_model(tiny_llama):
     assert model.config._attn_implementation == "varlen"
 
 
-def test_segments_are_computed_once_per_forward(tiny_llama, monkeypatch):
-    """Every layer of a forward (2 here) shares one segment computation; a new forward with new position ids, or
-    the same tensor changed in place, computes them again."""
-    import firefly_train.varlen_attention as varlen
-
+def test_segments_are_computed_once_per_forward_or_taken_from_the_batch(tiny_llama, monkeypatch):
+    """Every layer of a forward (2 here) shares one segment computation, done before the layers; a batch from
+    packed_collate brings its segments (computed on the CPU) and none is computed."""
     calls = []
     real = varlen.segments
     monkeypatch.setattr(varlen, "segments", lambda *a: calls.append(1) or real(*a))
@@ -74,9 +78,54 @@ def test_segments_are_computed_once_per_forward(tiny_llama, monkeypatch):
     pos = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]])
     first = model(input_ids=ids, position_ids=pos, use_cache=False).logits
     assert len(calls) == 1 and model.config.num_hidden_layers == 2
-    pos[0, 4:] = torch.arange(4, 8)  # one conversation now: in place, same tensor
-    second = model(input_ids=ids, position_ids=pos, use_cache=False).logits
-    assert len(calls) == 2
-    want = _model(tiny_llama, "sdpa")(input_ids=ids).logits
-    torch.testing.assert_close(second, want, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(first, second)
+    batch = packed_collate([{"input_ids": ids[0, :4], "labels": ids[0, :4]}, {"input_ids": ids[0, 4:], "labels": ids[0, 4:]}])
+    assert batch["cu_seq_lens_q"].tolist() == [0, 4, 8] and batch["max_length_q"] == 4
+    from_batch = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+    assert len(calls) == 1
+    torch.testing.assert_close(from_batch, first, rtol=0, atol=0)
+    alone = _model(tiny_llama, "sdpa")
+    torch.testing.assert_close(first[0, 4:], alone(input_ids=ids[:, 4:]).logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_without_segments_it_says_how_to_get_them(tiny_llama):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32, attn_implementation="varlen")
+    with pytest.raises(FireflyError, match="install"):
+        model(input_ids=torch.tensor([[5, 6, 7]]))
+
+
+def test_compiled_layers_compile_once_for_every_packing(tiny_llama, monkeypatch):
+    """Under `compile_layers` the attention is traced into each layer's graph. Packed batches with different
+    numbers of conversations must not break the graph nor compile again per batch (one recompile marks the
+    sizes dynamic). The CUDA kernel is torch's custom op; a custom op running the CPU loop stands in for it."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    @torch.library.custom_op("firefly_test::segment_attention", mutates_args=())
+    def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, longest: int,
+                          scale: float) -> torch.Tensor:
+        return real_kernel(q, k, v, cu, longest, scale)
+
+    @segment_attention.register_fake
+    def _(q, k, v, cu, longest, scale):
+        return torch.empty_like(q)
+
+    real_kernel = varlen._kernel
+    monkeypatch.setattr(varlen, "_kernel", segment_attention)
+    torch._dynamo.reset()
+    counters.clear()
+    model = _model(tiny_llama, "varlen").eval()
+    g = torch.Generator().manual_seed(3)
+    batches = []
+    for lengths in ([7, 5, 12], [3, 9, 4, 8], [10, 14], [2, 2, 2, 6, 12]):
+        rows = [{"input_ids": torch.randint(5, 200, (n,), generator=g), "labels": [0] * n} for n in lengths]
+        batches.append({k: v for k, v in packed_collate(rows).items() if k != "labels"})
+    with torch.no_grad():
+        eager = [model(**b, use_cache=False).logits for b in batches]
+        for layer in model.model.layers:
+            layer.compile()
+        graphs = []
+        for batch, want in zip(batches, eager):
+            torch.testing.assert_close(model(**batch, use_cache=False).logits, want, rtol=1e-5, atol=1e-5)
+            graphs.append(counters["stats"]["unique_graphs"])
+    assert dict(counters["graph_break"]) == {}
+    assert graphs[1] == graphs[-1] > 0, graphs  # nothing compiled after the second packing
