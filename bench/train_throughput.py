@@ -212,18 +212,19 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
     from firefly_train.data.collate import packed_collate
     from firefly_train.trainer import Trainer
 
-    def data_fn(cfg, tokenizer):
+    def data_fn(cfg, tokenizer):  # cfg.micro_batch_size: --micro-batch unless an override changes it
+        n = total_steps(args) * cfg.micro_batch_size * cfg.gradient_accumulation_steps
         if kind == "sft":
-            return packed_sft_rows(args.vocab, args.seq, total_steps(args) * args.micro_batch), packed_collate, {
-                "files": []}
-        seqs = [s for b in batches(kind, args.vocab, args.seq, args.micro_batch, total_steps(args)) for s in b]
+            return packed_sft_rows(args.vocab, args.seq, n), packed_collate, {"files": []}
+        seqs = [s for b in batches(kind, args.vocab, args.seq, n, 1) for s in b]
         items = [{"input_ids": s, "labels": s.clone()} for s in seqs]
         return items, lambda b: {k: torch.stack([it[k] for it in b]) for k in ("input_ids", "labels")}, {"files": []}
 
     with tempfile.TemporaryDirectory() as out:
         cfg = recipe_config(args, model=str(model_dir), output_dir=out, **parse_overrides(args.overrides))
         trainer = Trainer(cfg, "bench", data_fn)
-        trainer.order.indices = lambda k: list(range(k * args.micro_batch, (k + 1) * args.micro_batch))
+        micro = cfg.micro_batch_size
+        trainer.order.indices = lambda k: list(range(k * micro, (k + 1) * micro))
         return run_steps(trainer.step, trainer.model, args, cfg.lora.r) | {"paged_gib": paged_state_gib(trainer.optimizer)}
 
 
@@ -261,6 +262,8 @@ def run_steps(step, model, args, rank: int) -> dict:
                 step()
         result["profile"] = breakdown(prof, args.profile, rank, args.vocab)
         print_breakdown("firefly", result["profile"], 1000 * dt / args.steps)
+        if args.trace:
+            prof.export_chrome_trace(str(args.trace))
     return result
 
 
@@ -283,6 +286,7 @@ def main():
                     help="the baseline's TrainingArguments.optim (paged_adamw_32bit, as Firefly's configs; CUDA only)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="then N more steps of each path under torch.profiler: time per op class")
+    ap.add_argument("--trace", type=Path, help="with --profile: the firefly path's profiled steps as a Chrome trace")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     ap.add_argument("overrides", nargs="*", help="after --: firefly-train config overrides (--key value)")
     args = ap.parse_args()
