@@ -207,6 +207,7 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
     """firefly-train's own optimizer step (`Trainer.step`) with the 7B seed recipe's config; for `sft`, micro-batches
     of packed rows as `firefly-train sft` trains on."""
     import tempfile
+    from functools import partial
 
     from firefly_train.config import parse_overrides
     from firefly_train.data.collate import packed_collate
@@ -215,7 +216,8 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
     def data_fn(cfg, tokenizer):  # cfg.micro_batch_size: --micro-batch unless an override changes it
         n = total_steps(args) * cfg.micro_batch_size * cfg.gradient_accumulation_steps
         if kind == "sft":
-            return packed_sft_rows(args.vocab, args.seq, n), packed_collate, {"files": []}
+            collate = partial(packed_collate, pad_to=cfg.micro_batch_size * args.seq)  # as firefly-train sft
+            return packed_sft_rows(args.vocab, args.seq, n), collate, {"files": []}
         seqs = [s for b in batches(kind, args.vocab, args.seq, n, 1) for s in b]
         items = [{"input_ids": s, "labels": s.clone()} for s in seqs]
         return items, lambda b: {k: torch.stack([it[k] for it in b]) for k in ("input_ids", "labels")}, {"files": []}

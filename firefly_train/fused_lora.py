@@ -1,6 +1,7 @@
 """One LoRA pass per shared input: the q/k/v projections (and gate/up) read the same hidden states, so their
 LoRA branches share one dropout mask and one down-projection `dropout(x) @ [A_q; A_k; A_v]^T`, and every
-LoRA branch is added to its base output in one fused `addmm` (peft clones the base output, then adds).
+LoRA branch is added to its base output in one fused `addmm` (peft clones the base output, then adds); in
+compiled code the add goes into the next fused kernel instead.
 
 The parameters, their names and the saved adapter are peft's own: only the forward of each peft LoRA layer is
 replaced, on the instance, so checkpoints stay PEFT files and `merge_and_unload` works as before. What changes
@@ -69,6 +70,8 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     b, scaling = self.lora_B[adapter].weight, self.scaling[adapter]
     if _converts(x) and result.dtype != b.dtype:  # a 16-bit base under no autocast: peft's cast back
         return result + (F.linear(down, b) * scaling).to(result.dtype)
+    if torch.compiler.is_compiling():  # the compiler adds it inside the next fused kernel; addmm would first copy
+        return result + F.linear(down, b) * scaling  # the base output (19 ms of a 7B step, bench/NOTES.md)
     flat = torch.addmm(result.reshape(-1, result.shape[-1]), down.reshape(-1, down.shape[-1]), b.t(), alpha=scaling)
     return flat.view(result.shape)
 

@@ -183,10 +183,17 @@ def compile_layers(model) -> None:
 
     A checkpointed layer keeps its checkpoint outside the compiled code: compiled inside it, the checkpoint is
     traced and the compiler keeps most activations instead of recomputing them (31 GiB instead of 11.5 at 7B,
-    bench/NOTES.md). Every layer has the same code, so one compilation serves all (at the first step)."""
+    bench/NOTES.md). Every layer has the same code, so one compilation serves all (at the first step).
+
+    NF4 base layers dequantise in torch ops (`nf4_linear`), so the compiled code launches that kernel itself
+    instead of calling bitsandbytes' Python op implementations, the CPU cost that kept the GPU waiting."""
     from functools import partial
 
     from torch.utils.checkpoint import checkpoint
+
+    from firefly_train import nf4_linear
+
+    nf4_linear.install(model)
 
     compiled = {}
 

@@ -197,14 +197,13 @@ class Trainer:
 
     # -- one optimizer step --------------------------------------------------------------------------
     def _batch(self) -> tuple[dict, int]:
-        """The next micro-batch on the device, and its non-padding token count (from the CPU copy). The copy to the
-        device is asynchronous: a blocking one would first wait for every step queued on the GPU."""
+        """The next micro-batch on the device, and its token count before any padding. The copy to the device is
+        asynchronous: a blocking one would first wait for every step queued on the GPU."""
         items = [self.dataset[i] for i in self.order.indices(self.micro_batches)]
         self.micro_batches += 1
-        batch = self.collate(items)
-        tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        tokens = sum(len(item["input_ids"]) for item in items)
         return {k: v.to(self.acc.device, non_blocking=True) if torch.is_tensor(v) else v
-                for k, v in batch.items()}, tokens
+                for k, v in self.collate(items).items()}, tokens
 
     def _loss_mode(self):
         if not self.loss_chunk:

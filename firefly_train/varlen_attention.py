@@ -63,6 +63,8 @@ def install(model) -> None:
 
 def _add_segments(module, args, kwargs):
     if kwargs.get("cu_seq_lens_q") is not None:
+        # their number changes from batch to batch: compile for any from the start, not again at the second
+        torch._dynamo.maybe_mark_dynamic(kwargs["cu_seq_lens_q"], 0)
         return None
     ids = kwargs.get("input_ids")
     batch, length = (ids if ids is not None else kwargs["inputs_embeds"]).shape[:2]

@@ -67,14 +67,23 @@ def concatenate(samples: list[dict]) -> dict[str, list[int]]:
     return {"input_ids": ids, "labels": labels, "position_ids": positions}
 
 
-def packed_collate(batch: list[dict]) -> dict:
+def packed_collate(batch: list[dict], pad_to: int | None = None) -> dict:
     """One row `[1, total_tokens]`: input_ids, labels (-100 at each conversation's first token), position_ids,
     and the conversations' boundaries as transformers' flash-attention arguments (`cu_seq_lens_q/k`: cumulative
-    lengths, int32; `max_length_q/k`: the longest), which flash_attention_2 and `varlen` use as they are and the
-    other kernels ignore."""
+    lengths, int32; `max_length_q/k`: the longest, rounded up to a power of two: the kernels need an upper bound,
+    and compiled code is specialised on the value, so it seldom changes), which flash_attention_2 and `varlen`
+    use as they are and the other kernels ignore.
+
+    `pad_to`: end the row with a segment of its own (id 0, never a label) up to this many tokens, so every
+    micro-batch has the same shape: a compiled model then compiles once instead of again for each new length."""
     row = concatenate(batch)
+    if pad_to is not None and pad_to > len(row["input_ids"]):
+        n = pad_to - len(row["input_ids"])
+        row["input_ids"] += [0] * n
+        row["labels"] += [IGNORE_INDEX] * n
+        row["position_ids"] += _positions(n)
     out = {key: torch.tensor([values], dtype=torch.long) for key, values in row.items()}
     starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
     cu = torch.tensor(starts, dtype=torch.int32)
-    longest = max(b - a for a, b in zip(starts[:-1], starts[1:]))
+    longest = 1 << (max(b - a for a, b in zip(starts[:-1], starts[1:])) - 1).bit_length()
     return {**out, "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}

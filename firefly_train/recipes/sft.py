@@ -33,7 +33,8 @@ def conversations(cfg, tokenizer):
     rows = pack_rows(items, cfg.max_seq_length)
     log.info("packing: %d conversations into %d rows of up to %d tokens (%.1f%% full)", len(items), len(rows),
              cfg.max_seq_length, 100 * stats["tokens"] / (len(rows) * cfg.max_seq_length))
-    return rows, packed_collate, {**stats, "packed_rows": len(rows)}
+    return rows, partial(packed_collate, pad_to=cfg.micro_batch_size * cfg.max_seq_length), {
+        **stats, "packed_rows": len(rows)}
 
 
 def run(args):

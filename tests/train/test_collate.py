@@ -31,7 +31,16 @@ def test_packed_collate_exact():
     assert out["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     assert all(out[k].dtype == torch.long for k in ("input_ids", "labels", "position_ids"))
     assert out["cu_seq_lens_q"].tolist() == [0, 3, 5] and out["cu_seq_lens_q"].dtype == torch.int32
-    assert out["cu_seq_lens_k"] is out["cu_seq_lens_q"] and out["max_length_q"] == out["max_length_k"] == 3
+    assert out["cu_seq_lens_k"] is out["cu_seq_lens_q"] and out["max_length_q"] == out["max_length_k"] == 4
+
+
+def test_packed_collate_pads_to_a_fixed_length_with_a_segment_of_its_own():
+    out = packed_collate([{"input_ids": [5, 6, 7], "labels": [X, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}],
+                         pad_to=8)
+    assert out["input_ids"].tolist() == [[5, 6, 7, 8, 9, 0, 0, 0]]
+    assert out["labels"].tolist() == [[X, 6, 7, X, 9, X, X, X]]
+    assert out["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2]]
+    assert out["cu_seq_lens_q"].tolist() == [0, 3, 5, 8] and out["max_length_q"] == 4
 
 
 def test_packed_collate_keeps_the_position_ids_of_packed_rows():
@@ -41,7 +50,7 @@ def test_packed_collate_keeps_the_position_ids_of_packed_rows():
     assert out["input_ids"].tolist() == [[5, 6, 7, 8, 9, 3, 4]]
     assert out["labels"].tolist() == [[X, 6, 7, X, 9, X, 4]]
     assert out["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1]]
-    assert out["cu_seq_lens_q"].tolist() == [0, 3, 5, 7] and out["max_length_q"] == 3
+    assert out["cu_seq_lens_q"].tolist() == [0, 3, 5, 7] and out["max_length_q"] == 4  # 3, as a power of two
 
 
 def _encoded(tok, convs) -> list[dict]:

@@ -89,15 +89,15 @@ def test_frozen_weights_stay_16_bit_and_trained_ones_are_fp32_masters(tiny_llama
                    for n, g in grads.items() if "lora_B" in n or "embed_tokens" in n)
 
 
-def _dequantisations(model) -> int:
-    """NF4 dequantisations in one training step (after a first one that compiles): one per 4-bit linear per
-    forward, recompute and backward."""
+def _compiled_forwards(model) -> int:
+    """Runs of a compiled layer's forward in one training step (after a first one that compiles): one per layer,
+    and one more for each checkpointed layer's recomputation in backward."""
     from torch.profiler import profile
 
     _autocast_step(model)
     with profile() as prof:
         _autocast_step(model)
-    return sum(e.name == "bitsandbytes::dequantize_4bit" for e in prof.events())
+    return sum(e.name == "CompiledFunction" for e in prof.events())
 
 
 def test_compiled_layers_train_like_eager_ones_and_still_recompute(tiny_llama):
@@ -118,9 +118,8 @@ def test_compiled_layers_train_like_eager_ones_and_still_recompute(tiny_llama):
     for n, p in compiled.named_parameters():
         if n in grads:
             torch.testing.assert_close(p.grad, grads[n], rtol=5e-2, atol=5e-2 * grads[n].abs().max().item(), msg=n)
-    linears = 7 * 2  # q, k, v, o, gate, up, down in each of 2 layers
-    assert _dequantisations(compiled) == 3 * linears  # forward, recompute, backward
-    assert _dequantisations(_qlora(tiny_llama, compile_layers=True, uncheckpointed_layers=1)) == 3 * 7 + 2 * 7
+    assert _compiled_forwards(compiled) == 2 * 2  # 2 layers: forward and recompute
+    assert _compiled_forwards(_qlora(tiny_llama, compile_layers=True, uncheckpointed_layers=1)) == 2 + 1
 
 
 @pytest.mark.parametrize("fused", [False, True])

@@ -84,7 +84,8 @@ def _config(model: Path, **overrides):
 def test_default_packs_conversations_into_rows_of_max_seq_length(tiny_llama, caplog):
     caplog.set_level("INFO")
     tok = load_tokenizer(tiny_llama)
-    rows, collate, stats = conversations(_config(tiny_llama, max_seq_length=256), tok)
+    cfg = _config(tiny_llama, max_seq_length=256)
+    rows, collate, stats = conversations(cfg, tok)
     assert stats["packed_rows"] == len(rows) < stats["kept"]
     assert all(len(row["input_ids"]) <= 256 for row in rows)
     assert sum(len(_split(row)) for row in rows) == stats["kept"]
@@ -92,9 +93,12 @@ def test_default_packs_conversations_into_rows_of_max_seq_length(tiny_llama, cap
     assert f"{stats['kept']} conversations into {len(rows)} rows" in caplog.text
     batch = collate(rows[:3])  # a micro-batch of 3 rows: one row, each conversation's positions restarting
     assert "attention_mask" not in batch
-    assert batch["position_ids"][0].tolist() == sum((row["position_ids"] for row in rows[:3]), [])
-    assert len(batch["cu_seq_lens_q"]) == sum(len(_split(row)) for row in rows[:3]) + 1
-    assert batch["labels"][0].tolist() == sum((row["labels"] for row in rows[:3]), [])
+    n = sum(len(row["input_ids"]) for row in rows[:3])
+    assert batch["input_ids"].shape[1] == cfg.micro_batch_size * 256 > n  # padded: one shape for every batch
+    assert batch["position_ids"][0, :n].tolist() == sum((row["position_ids"] for row in rows[:3]), [])
+    assert batch["labels"][0, :n].tolist() == sum((row["labels"] for row in rows[:3]), [])
+    assert (batch["labels"][0, n:] == -100).all()
+    assert len(batch["cu_seq_lens_q"]) == sum(len(_split(row)) for row in rows[:3]) + 2  # and the padding's
 
 
 def test_custom_modelling_code_falls_back_to_padding(tiny_llama, tmp_path, caplog):

@@ -1,0 +1,91 @@
+"""NF4 linear layers that `torch.compile` can see into: the 4-bit base weight dequantised by torch ops.
+
+bitsandbytes' `Linear4bit` reaches its CUDA kernels through Python op implementations (absmax, weight, then
+`F.linear`), about 0.3 ms of CPU a call; a compiled 7B decoder layer spends most of its CPU time there, and a
+QLoRA step at micro-batch 8 waits on the CPU for a tenth of its time (bench/NOTES.md). Written as torch ops,
+the dequantisation compiles into one fused kernel launched from the layer's compiled code, with the same
+result bit for bit: each weight is `code[4-bit index] * absmax` of its block in float32, rounded once to the
+compute dtype, and a double-quantised absmax is `code2[8-bit index] * absmax2 + offset`, as bitsandbytes
+computes them.
+
+`install(model)` swaps the forward of every NF4 `Linear4bit` on the instance (the module, its parameters and
+saved checkpoints are unchanged). The product runs in an autograd Function that saves only the 4-bit weight
+and dequantises it again for the input gradient, as bitsandbytes does: a 16-bit copy of every weight is never
+kept. Eager code gains nothing from this (the torch ops are slower than bitsandbytes' kernel there), so
+firefly-train installs it only with `compile_layers`.
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+
+
+def absmax_of(qs) -> torch.Tensor:
+    """The float32 absmax of each block, undoing double quantisation."""
+    if not qs.nested:
+        return qs.absmax
+    s2 = qs.state2
+    codes = s2.code[qs.absmax.int()]
+    n, block = codes.numel(), s2.blocksize
+    if n % block == 0:
+        return (codes.view(-1, block) * s2.absmax.view(-1, 1)).view(-1) + qs.offset
+    return codes * s2.absmax.repeat_interleave(block)[:n] + qs.offset
+
+
+def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
+                   shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """The weight of `shape` in `dtype` from bitsandbytes' packed 4-bit indices (high nibble first)."""
+    n = shape.numel()
+    flat = packed.view(-1)
+    index = torch.stack([flat >> 4, flat & 15], dim=-1).view(-1)[:n].int()
+    values = code[index]
+    if n % blocksize == 0:
+        return (values.view(-1, blocksize) * absmax.view(-1, 1)).to(dtype).view(shape)
+    return (values * absmax.repeat_interleave(blocksize)[:n]).to(dtype).view(shape)
+
+
+class _NF4Matmul(torch.autograd.Function):
+    """x @ W^T + bias for a frozen NF4 weight W; the backward dequantises W again (nothing 16-bit is saved)."""
+
+    @staticmethod
+    def forward(ctx, x, packed, absmax, code, blocksize, shape, bias):
+        ctx.save_for_backward(packed, absmax, code)
+        ctx.blocksize, ctx.shape = blocksize, shape
+        return F.linear(x, dequantize_nf4(packed, absmax, code, blocksize, shape, x.dtype), bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        packed, absmax, code = ctx.saved_tensors
+        grad_x = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad @ dequantize_nf4(packed, absmax, code, ctx.blocksize, ctx.shape, grad.dtype)
+        if ctx.needs_input_grad[6]:
+            grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32).to(grad.dtype)
+        return grad_x, None, None, None, None, None, grad_bias
+
+
+def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    qs = self.weight.quant_state
+    dtype = x.dtype
+    if self.compute_dtype is not None:  # bitsandbytes computes in it and dequantises to it
+        x = x.to(self.compute_dtype)
+    bias = None if self.bias is None else self.bias.to(x.dtype)
+    return _NF4Matmul.apply(x, self.weight.data, absmax_of(qs), qs.code, qs.blocksize, qs.shape, bias).to(dtype)
+
+
+def install(model) -> int:
+    """Replace the forward of every NF4 `Linear4bit` of `model`; returns how many."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:  # then the model has no 4-bit layers
+        return 0
+
+    count = 0
+    for module in model.modules():
+        qs = getattr(getattr(module, "weight", None), "quant_state", None)
+        if isinstance(module, bnb.nn.Linear4bit) and qs is not None and qs.quant_type == "nf4":
+            module.forward = types.MethodType(_forward, module)
+            count += 1
+    return count

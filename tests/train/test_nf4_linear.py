@@ -1,0 +1,93 @@
+"""nf4_linear: bitsandbytes' NF4 dequantisation written as torch ops gives the same weights bit for bit, the same
+outputs and input gradients as `Linear4bit`, compiles without a graph break, and keeps no 16-bit weight for the
+backward."""
+import pytest
+import torch
+
+bnb = pytest.importorskip("bitsandbytes")
+import bitsandbytes.functional as BF  # noqa: E402
+
+from firefly_train import nf4_linear  # noqa: E402
+
+
+@pytest.mark.parametrize("shape", [(128, 256), (96, 200)])  # 200: the double quantisation's last block is partial
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_dequantised_weights_are_bitsandbytes_bit_for_bit(shape, nested, dtype):
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+    packed, qs = BF.quantize_4bit(w, blocksize=64, compress_statistics=nested, quant_type="nf4")
+    want = BF.dequantize_4bit(packed, qs)
+    got = nf4_linear.dequantize_nf4(packed, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, dtype)
+    assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def _linear(bias: bool):
+    torch.manual_seed(1)
+    layer = bnb.nn.Linear4bit(256, 96, bias=bias, compute_dtype=torch.bfloat16, quant_type="nf4",
+                              compress_statistics=True)
+    layer.weight = bnb.nn.Params4bit(torch.randn(96, 256, dtype=torch.bfloat16), requires_grad=False,
+                                     quant_type="nf4", compress_statistics=True)
+    if bias:
+        layer.bias = torch.nn.Parameter(torch.randn(96, dtype=torch.bfloat16))
+    return layer.to("cpu")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_output_and_input_gradient_equal_linear4bit(bias):
+    ref, ours = _linear(bias), _linear(bias)
+    assert nf4_linear.install(torch.nn.ModuleList([ours])) == 1
+    x = torch.randn(3, 5, 256, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(2))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want, got = ref(xa), ours(xb)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    g = torch.randn_like(want)
+    want.backward(g)
+    got.backward(g)
+    torch.testing.assert_close(xb.grad, xa.grad, rtol=0, atol=0)
+    if bias:  # a trained bias: its gradient summed in float32 (bitsandbytes sums in 16 bits, over one dim only)
+        torch.testing.assert_close(ours.bias.grad, g.float().sum((0, 1)).to(g.dtype), rtol=0, atol=0)
+
+
+def test_the_backward_keeps_only_the_4bit_weight():
+    layer = _linear(False)
+    nf4_linear.install(torch.nn.ModuleList([layer]))
+    saved = []
+    x = torch.randn(4, 256, dtype=torch.bfloat16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        layer(x).sum().backward()
+    assert saved and all(t.dtype in (torch.uint8, torch.float32) for t in saved)  # packed weight, absmax, code
+    assert sum(t.numel() * t.element_size() for t in saved) < 96 * 256 * 2  # less than one 16-bit copy
+
+
+def test_compiles_without_graph_break():
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    layer = _linear(False)
+    nf4_linear.install(torch.nn.ModuleList([layer]))
+    x = torch.randn(8, 256, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(3))
+    eager_x, compiled_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want = layer(eager_x)
+    want.sum().backward()
+    torch._dynamo.reset()
+    counters.clear()
+    got = torch.compile(layer)(compiled_x)
+    got.sum().backward()
+    assert dict(counters["graph_break"]) == {}
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(compiled_x.grad, eager_x.grad, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+def test_on_cuda_compiled_dequantisation_and_product_equal_bitsandbytes():
+    """On a GPU: bitsandbytes' CUDA kernels against the compiled torch ops (a Triton kernel), a 7B-sized layer."""
+    w = torch.randn(11008, 4096, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(4))
+    packed, qs = BF.quantize_4bit(w, blocksize=64, compress_statistics=True, quant_type="nf4")
+    want = BF.dequantize_4bit(packed, qs)
+    dequantize = torch.compile(nf4_linear.dequantize_nf4)
+    got = dequantize(packed, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, torch.bfloat16)
+    assert torch.equal(got, want)
+    x = torch.randn(2048, 4096, device="cuda", dtype=torch.bfloat16)
+    product = torch.compile(lambda x: nf4_linear._NF4Matmul.apply(x, packed, nf4_linear.absmax_of(qs), qs.code,
+                                                                  qs.blocksize, qs.shape, None))
+    torch.testing.assert_close(product(x), bnb.matmul_4bit(x, packed, quant_state=qs), rtol=0, atol=0)
