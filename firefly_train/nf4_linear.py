@@ -35,15 +35,22 @@ def absmax_of(qs) -> torch.Tensor:
 
 
 def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
-                   shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-    """The weight of `shape` in `dtype` from bitsandbytes' packed 4-bit indices (high nibble first)."""
+                   shape: torch.Size, dtype: torch.dtype, for_backward: bool = False) -> torch.Tensor:
+    """The weight of `shape` in `dtype` from bitsandbytes' packed 4-bit indices (high nibble first).
+
+    `for_backward` takes the nibbles apart and scales them with other ops, to the same values bit for bit: the
+    backward's dequantisation must share no step with the forward's, or the compiler's common-subexpression
+    pass merges them and keeps that step's output (the 16-bit weight, or the unpacked indices) alive from the
+    forward to the backward."""
     n = shape.numel()
     flat = packed.view(-1)
-    index = torch.stack([flat >> 4, flat & 15], dim=-1).view(-1)[:n].int()
-    values = code[index]
+    high, low = (flat // 16, flat % 16) if for_backward else (flat >> 4, flat & 15)
+    values = code[torch.stack([high, low], dim=-1).view(-1)[:n].int()]
     if n % blocksize == 0:
-        return (values.view(-1, blocksize) * absmax.view(-1, 1)).to(dtype).view(shape)
-    return (values * absmax.repeat_interleave(blocksize)[:n]).to(dtype).view(shape)
+        values, scale = values.view(-1, blocksize), absmax.view(-1, 1)
+    else:
+        scale = absmax.repeat_interleave(blocksize)[:n]
+    return (scale * values if for_backward else values * scale).to(dtype).view(shape)
 
 
 class _NF4Matmul(torch.autograd.Function):
@@ -60,7 +67,8 @@ class _NF4Matmul(torch.autograd.Function):
         packed, absmax, code = ctx.saved_tensors
         grad_x = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad @ dequantize_nf4(packed, absmax, code, ctx.blocksize, ctx.shape, grad.dtype)
+            weight = dequantize_nf4(packed, absmax, code, ctx.blocksize, ctx.shape, grad.dtype, for_backward=True)
+            grad_x = grad @ weight
         if ctx.needs_input_grad[6]:
             grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32).to(grad.dtype)
         return grad_x, None, None, None, None, None, grad_bias
@@ -72,7 +80,7 @@ def _forward(self, x: torch.Tensor) -> torch.Tensor:
     if self.compute_dtype is not None:  # bitsandbytes computes in it and dequantises to it
         x = x.to(self.compute_dtype)
     bias = None if self.bias is None else self.bias.to(x.dtype)
-    return _NF4Matmul.apply(x, self.weight.data, absmax_of(qs), qs.code, qs.blocksize, qs.shape, bias).to(dtype)
+    return _NF4Matmul.apply(x, self.weight, absmax_of(qs), qs.code, qs.blocksize, qs.shape, bias).to(dtype)
 
 
 def install(model) -> int:

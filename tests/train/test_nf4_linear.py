@@ -17,8 +17,10 @@ def test_dequantised_weights_are_bitsandbytes_bit_for_bit(shape, nested, dtype):
     w = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
     packed, qs = BF.quantize_4bit(w, blocksize=64, compress_statistics=nested, quant_type="nf4")
     want = BF.dequantize_4bit(packed, qs)
-    got = nf4_linear.dequantize_nf4(packed, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, dtype)
-    assert got.dtype == want.dtype and torch.equal(got, want)
+    for for_backward in (False, True):
+        got = nf4_linear.dequantize_nf4(packed, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, dtype,
+                                        for_backward=for_backward)
+        assert got.dtype == want.dtype and torch.equal(got, want)
 
 
 def _linear(bias: bool):
@@ -48,15 +50,21 @@ def test_output_and_input_gradient_equal_linear4bit(bias):
         torch.testing.assert_close(ours.bias.grad, g.float().sum((0, 1)).to(g.dtype), rtol=0, atol=0)
 
 
-def test_the_backward_keeps_only_the_4bit_weight():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_backward_keeps_only_the_4bit_weight(compiled):
+    """Compiled, the forward's and the backward's dequantisations must not be merged: the compiler would keep the
+    16-bit weight (or the unpacked indices) for the backward, 0.38 GiB a 7B layer not recomputed."""
     layer = _linear(False)
     nf4_linear.install(torch.nn.ModuleList([layer]))
-    saved = []
+    forward = torch.compile(layer) if compiled else layer
     x = torch.randn(4, 256, dtype=torch.bfloat16, requires_grad=True)
+    forward(x).sum().backward()  # compiles
+    saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        layer(x).sum().backward()
+        forward(x).sum().backward()
     assert saved and all(t.dtype in (torch.uint8, torch.float32) for t in saved)  # packed weight, absmax, code
-    assert sum(t.numel() * t.element_size() for t in saved) < 96 * 256 * 2  # less than one 16-bit copy
+    packed = 96 * 256 // 2
+    assert sum(t.numel() * t.element_size() for t in saved) < packed * 1.5  # the packed weight, absmax: no copy
 
 
 def test_compiles_without_graph_break():
