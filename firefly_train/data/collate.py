@@ -75,7 +75,8 @@ def packed_collate(batch: list[dict], pad_to: int | None = None) -> dict:
     use as they are and the other kernels ignore.
 
     `pad_to`: end the row with a segment of its own (id 0, never a label) up to this many tokens, so every
-    micro-batch has the same shape: a compiled model then compiles once instead of again for each new length."""
+    micro-batch has the same shape, and take `pad_to / rows` (the rows' length) as the longest at least: a
+    compiled model then compiles once instead of again for each new length."""
     row = concatenate(batch)
     if pad_to is not None and pad_to > len(row["input_ids"]):
         n = pad_to - len(row["input_ids"])
@@ -85,5 +86,8 @@ def packed_collate(batch: list[dict], pad_to: int | None = None) -> dict:
     out = {key: torch.tensor([values], dtype=torch.long) for key, values in row.items()}
     starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
     cu = torch.tensor(starts, dtype=torch.int32)
-    longest = 1 << (max(b - a for a, b in zip(starts[:-1], starts[1:])) - 1).bit_length()
+    longest = max(b - a for a, b in zip(starts[:-1], starts[1:]))
+    if pad_to is not None:  # the rows' length (max_seq_length): one bound for every batch, none compiles again
+        longest = max(longest, pad_to // len(batch))
+    longest = 1 << (longest - 1).bit_length()
     return {**out, "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
