@@ -227,7 +227,8 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
         trainer = Trainer(cfg, "bench", data_fn)
         micro = cfg.micro_batch_size
         trainer.order.indices = lambda k: list(range(k * micro, (k + 1) * micro))
-        return run_steps(trainer.step, trainer.model, args, cfg.lora.r) | {"paged_gib": paged_state_gib(trainer.optimizer)}
+        result = run_steps(trainer.step, trainer.model, args, cfg.lora.r)
+        return result | {"paged_gib": paged_state_gib(trainer.optimizer)}
 
 
 def paged_state_gib(optimizer) -> float:

@@ -27,8 +27,8 @@ class LoraSection:
         factory=lambda: ["all-linear"])
     fuse_shared_inputs: bool = _help(
         "one dropout mask and one down-projection for the LoRA branches that read the same input (q/k/v, "
-        "gate/up), each branch added to its base output in one addmm; saved adapters are unchanged "
-        "(firefly_train.fused_lora)", False)
+        "gate/up), each branch added to its base output in one addmm (compiled: in the next fused kernel); saved "
+        "adapters are unchanged (firefly_train.fused_lora)", False)
 
 
 @dataclass
@@ -73,8 +73,9 @@ class TrainConfig:
     gradient_checkpointing: bool = _help("recompute activations in backward to save memory", True)
     compile_layers: bool = _help(
         "torch.compile each decoder layer: the elementwise work between the matrix products (norms, RoPE, "
-        "activation, dropout, LoRA scaling, residual adds, casts) fused into few kernels; compiles at the first "
-        "step (firefly_train.lora.compile_layers)", False)
+        "activation, dropout, LoRA scaling, residual adds, casts) fused into few kernels, NF4 weights dequantised "
+        "inside the compiled code (firefly_train.nf4_linear); compiles at the first step "
+        "(firefly_train.lora.compile_layers)", False)
     uncheckpointed_layers: int = _help(
         "with gradient_checkpointing, the last N decoder layers keep their activations instead of recomputing "
         "them: each saves one layer's forward recompute per step and costs one layer's activations (`plan` "

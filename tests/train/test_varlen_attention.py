@@ -78,7 +78,8 @@ def test_segments_are_computed_once_per_forward_or_taken_from_the_batch(tiny_lla
     pos = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]])
     first = model(input_ids=ids, position_ids=pos, use_cache=False).logits
     assert len(calls) == 1 and model.config.num_hidden_layers == 2
-    batch = packed_collate([{"input_ids": ids[0, :4], "labels": ids[0, :4]}, {"input_ids": ids[0, 4:], "labels": ids[0, 4:]}])
+    batch = packed_collate([{"input_ids": ids[0, :4], "labels": ids[0, :4]},
+                            {"input_ids": ids[0, 4:], "labels": ids[0, 4:]}])
     assert batch["cu_seq_lens_q"].tolist() == [0, 4, 8] and batch["max_length_q"] == 4
     from_batch = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
     assert len(calls) == 1
