@@ -155,6 +155,7 @@ def test_objective_vote_without_verdicts_one_inline_message(ui, browser, tmp_pat
     first gives one message by the buttons, nothing else turns red, the radios work at once."""
     server, db, kit = ui[:3]
     page, _ = _page(browser, ui, "ann-obj", first_item="math-01")
+    page.wait_for_selector("#a-correct", state="visible")  # the item's update can land after the sign-in's
     assert page.is_visible("#a-correct") and page.is_visible("#b-correct")
     assert not page.is_checked("#a-correct input[value=correct]") and not page.is_checked("#a-correct input[value=wrong]")
     page.click("#vote-a")
