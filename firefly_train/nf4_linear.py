@@ -22,16 +22,21 @@ import torch
 import torch.nn.functional as F
 
 
+def _per_block(values: torch.Tensor, scale: torch.Tensor, block: int, scale_first: bool = False) -> torch.Tensor:
+    """Flat `values` times the scale of their block of `block` values (the last block may be partial)."""
+    n = values.numel()
+    if n % block == 0:
+        values, scale = values.view(-1, block), scale.view(-1, 1)
+    else:
+        scale = scale.repeat_interleave(block)[:n]
+    return (scale * values if scale_first else values * scale).reshape(-1)
+
+
 def absmax_of(qs) -> torch.Tensor:
     """The float32 absmax of each block, undoing double quantisation."""
     if not qs.nested:
         return qs.absmax
-    s2 = qs.state2
-    codes = s2.code[qs.absmax.int()]
-    n, block = codes.numel(), s2.blocksize
-    if n % block == 0:
-        return (codes.view(-1, block) * s2.absmax.view(-1, 1)).view(-1) + qs.offset
-    return codes * s2.absmax.repeat_interleave(block)[:n] + qs.offset
+    return _per_block(qs.state2.code[qs.absmax.int()], qs.state2.absmax, qs.state2.blocksize) + qs.offset
 
 
 def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
@@ -42,15 +47,10 @@ def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tenso
     backward's dequantisation must share no step with the forward's, or the compiler's common-subexpression
     pass merges them and keeps that step's output (the 16-bit weight, or the unpacked indices) alive from the
     forward to the backward."""
-    n = shape.numel()
     flat = packed.view(-1)
     high, low = (flat // 16, flat % 16) if for_backward else (flat >> 4, flat & 15)
-    values = code[torch.stack([high, low], dim=-1).view(-1)[:n].int()]
-    if n % blocksize == 0:
-        values, scale = values.view(-1, blocksize), absmax.view(-1, 1)
-    else:
-        scale = absmax.repeat_interleave(blocksize)[:n]
-    return (scale * values if for_backward else values * scale).to(dtype).view(shape)
+    values = code[torch.stack([high, low], dim=-1).view(-1)[:shape.numel()].int()]
+    return _per_block(values, absmax, blocksize, scale_first=for_backward).to(dtype).view(shape)
 
 
 class _NF4Matmul(torch.autograd.Function):

@@ -66,14 +66,14 @@ def _add_segments(module, args, kwargs):
         # their number changes from batch to batch: compile for any from the start, not again at the second
         torch._dynamo.maybe_mark_dynamic(kwargs["cu_seq_lens_q"], 0)
         return None
-    ids = kwargs.get("input_ids")
-    batch, length = (ids if ids is not None else kwargs["inputs_embeds"]).shape[:2]
+    inputs = kwargs["input_ids"] if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]
+    batch, length = inputs.shape[:2]
     mask = kwargs.get("attention_mask")
     if mask is not None and mask.dim() != 2:
         raise FireflyError("attn_implementation 'varlen' takes a 2-D padding mask (or none), got a "
                            f"{mask.dim()}-D attention_mask")
-    device = (ids if ids is not None else kwargs["inputs_embeds"]).device
-    valid = torch.ones(batch, length, dtype=torch.bool, device=device) if mask is None else mask[:, -length:].bool()
+    valid = torch.ones(batch, length, dtype=torch.bool, device=inputs.device) if mask is None \
+        else mask[:, -length:].bool()
     index, cu, longest = segments(kwargs.get("position_ids"), valid)
     kwargs.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
     if index is not None:
