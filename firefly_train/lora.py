@@ -183,15 +183,14 @@ def compile_layers(model) -> None:
 
     A checkpointed layer keeps its checkpoint outside the compiled code: compiled inside it, the checkpoint is
     traced and the compiler keeps most activations instead of recomputing them (31 GiB instead of 11.5 at 7B,
-    bench/NOTES.md). Every layer has the same code, so one compilation serves all (at the first step).
+    bench/NOTES.md). Every layer has the same code, so one compilation serves all (at the first step). A
+    checkpointed layer's last base product (down_proj) runs outside its checkpoint, once (`last_product`).
 
     NF4 base layers dequantise in torch ops (`nf4_linear`), so the compiled code launches that kernel itself
     instead of calling bitsandbytes' Python op implementations, the CPU cost that kept the GPU waiting."""
     from functools import partial
 
-    from torch.utils.checkpoint import checkpoint
-
-    from firefly_train import nf4_linear
+    from firefly_train import last_product, nf4_linear
 
     nf4_linear.install(model)
 
@@ -200,7 +199,7 @@ def compile_layers(model) -> None:
     def checkpointed(fn, *args):  # fn: transformers' partial(Layer.forward, layer, **kwargs)
         if fn.func not in compiled:
             compiled[fn.func] = torch.compile(fn.func)
-        return checkpoint(partial(compiled[fn.func], *fn.args, **fn.keywords), *args, use_reentrant=False)
+        return last_product.checkpoint(partial(compiled[fn.func], *fn.args, **fn.keywords), fn.args[0], *args)
 
     layers = decoder_layers(model)
     if not layers:
@@ -210,6 +209,7 @@ def compile_layers(model) -> None:
         log.info("compile_layers: %d decoder layers compile at the first step (up to a minute or so)", len(layers))
     for layer in layers:
         if layer.gradient_checkpointing:
+            last_product.install(layer)
             layer._gradient_checkpointing_func = checkpointed
         else:
             layer.compile()

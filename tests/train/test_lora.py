@@ -47,14 +47,6 @@ def test_config_key_reaches_the_qlora_model(tiny_llama):
     assert model.config._attn_implementation == "eager"
 
 
-def _qlora(tiny_llama, **overrides):
-    cfg = load_config(PretrainConfig, None, {"model": str(tiny_llama), "mode": "qlora", "precision": "bf16",
-                                              "train_embeddings": True, "attn_implementation": "eager", **overrides})
-    src = resolve_sources(cfg)
-    torch.manual_seed(0)
-    return build_model(cfg, src, load_tokenizer(src.tokenizer), torch.device("cpu"), torch.bfloat16).train()
-
-
 def _autocast_step(model):
     """Loss and the dtype of the residual stream entering the first decoder layer, under bf16 autocast (what
     accelerate's mixed precision wraps the forward in)."""
@@ -70,11 +62,11 @@ def _autocast_step(model):
     return loss.detach().float(), seen[0]
 
 
-def test_frozen_weights_stay_16_bit_and_trained_ones_are_fp32_masters(tiny_llama):
+def test_frozen_weights_stay_16_bit_and_trained_ones_are_fp32_masters(qlora):
     """The default: norms stay bf16, every trained parameter (LoRA, embeddings) is fp32, the residual stream is
     bf16; peft's prepare_model_for_kbit_training (upcast_frozen_weights) makes norms and residual stream fp32.
     Same loss within bf16 rounding, and both train the adapter and the embeddings."""
-    fast, upcast = _qlora(tiny_llama), _qlora(tiny_llama, upcast_frozen_weights=True)
+    fast, upcast = qlora(), qlora(upcast_frozen_weights=True)
     for model, norm_dtype in ((fast, torch.bfloat16), (upcast, torch.float32)):
         assert model.get_base_model().model.layers[0].input_layernorm.weight.dtype == norm_dtype
         trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -100,7 +92,7 @@ def _compiled_forwards(model) -> int:
     return sum(e.name == "CompiledFunction" for e in prof.events())
 
 
-def test_compiled_layers_train_like_eager_ones_and_still_recompute(tiny_llama):
+def test_compiled_layers_train_like_eager_ones_and_still_recompute(qlora):
     """compile_layers: each decoder layer (4-bit linears, LoRA branches) compiles whole, loss and gradients
     match the eager model's within bf16 rounding, and a checkpointed layer is still recomputed in backward
     (its checkpoint stays outside the compiled code) while an uncheckpointed one is not."""
@@ -108,8 +100,8 @@ def test_compiled_layers_train_like_eager_ones_and_still_recompute(tiny_llama):
 
     torch._dynamo.reset()
     counters.clear()
-    eager = _qlora(tiny_llama, **{"lora.dropout": 0.0})
-    compiled = _qlora(tiny_llama, compile_layers=True, **{"lora.dropout": 0.0})
+    eager = qlora(**{"lora.dropout": 0.0})
+    compiled = qlora(compile_layers=True, **{"lora.dropout": 0.0})
     (loss, _), (loss_c, _) = _autocast_step(eager), _autocast_step(compiled)
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert counters["stats"]["unique_graphs"] >= 1
@@ -119,16 +111,16 @@ def test_compiled_layers_train_like_eager_ones_and_still_recompute(tiny_llama):
         if n in grads:
             torch.testing.assert_close(p.grad, grads[n], rtol=5e-2, atol=5e-2 * grads[n].abs().max().item(), msg=n)
     assert _compiled_forwards(compiled) == 2 * 2  # 2 layers: forward and recompute
-    assert _compiled_forwards(_qlora(tiny_llama, compile_layers=True, uncheckpointed_layers=1)) == 2 + 1
+    assert _compiled_forwards(qlora(compile_layers=True, uncheckpointed_layers=1)) == 2 + 1
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_compiled_recompute_draws_the_same_dropout_masks(tiny_llama, fused):
+def test_compiled_recompute_draws_the_same_dropout_masks(qlora, fused):
     """A checkpointed compiled layer recomputes its forward in backward; its LoRA dropout masks must be the ones of
     the forward (the checkpoint restores the RNG state), so gradients equal those of the same layers kept
     uncheckpointed. With lora.fuse_shared_inputs the shared masks and down-projections compile too."""
     def grads(seed, uncheckpointed):
-        model = _qlora(tiny_llama, compile_layers=True, uncheckpointed_layers=uncheckpointed,
+        model = qlora(compile_layers=True, uncheckpointed_layers=uncheckpointed,
                        **{"lora.dropout": 0.3, "lora.fuse_shared_inputs": fused})
         torch.manual_seed(seed)
         _autocast_step(model)
