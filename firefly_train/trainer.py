@@ -216,8 +216,6 @@ class Trainer:
         meanwhile queues the next step."""
         accum = self.cfg.gradient_accumulation_steps
         deepspeed = self.acc.distributed_type.name == "DEEPSPEED"
-        if not self.model.training:  # train() walks every module: 9 ms a step at 7B on a slow CPU, the GPU idle
-            self.model.train()
         losses, tokens = [], 0
         for i in range(accum):
             batch, n = self._batch()

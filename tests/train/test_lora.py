@@ -44,6 +44,7 @@ def test_config_key_reaches_the_qlora_model(tiny_llama):
     model = build_model(cfg, src, load_tokenizer(src.tokenizer), torch.device("cpu"), torch.float32)
     layers = model.get_base_model().model.layers
     assert [layer.gradient_checkpointing for layer in layers] == [True, False]
+    assert all(m.training for m in model.modules())  # from_pretrained loads in eval mode: no checkpoint, no dropout
     assert model.config._attn_implementation == "eager"
 
 
