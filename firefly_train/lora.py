@@ -132,6 +132,7 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
     """The model ready to train, in training mode. `adapter`/`weights`: a checkpoint to resume (LoRA / full
     mode)."""
     model = load_base(weights or src.base, cfg.mode, dtype, device, cfg.attn_implementation)
+    model.train()  # from_pretrained loads in eval mode: no dropout, and transformers checkpoints only in training
     n_rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > n_rows:
         if cfg.mode != "full" and not src.train_embeddings:
@@ -154,7 +155,7 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
     if cfg.gradient_checkpointing:
         keep_activations(model, cfg.uncheckpointed_layers)
     if cfg.mode == "full":
-        return model.to(device).train()
+        return model.to(device)
     from peft import PeftModel, get_peft_model
 
     adapter = adapter or src.adapter
@@ -168,7 +169,6 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
         fuse_shared_inputs(model)
     if cfg.compile_layers:
         compile_layers(model)
-    model.train()  # from_pretrained loads in eval mode: no dropout, and transformers checkpoints only in training
     return model if cfg.mode == "qlora" else model.to(device)  # a 4-bit base is already on its device
 
 
