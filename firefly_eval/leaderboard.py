@@ -119,11 +119,13 @@ def make_lm(engine: str, model, tokenizer, batch_size):
 
 
 def evaluate(model, tokenizer, task_dir: Path, tasks: list[str], limit: int | None, batch_size,
-             cache: Path | None = None, engine: str = "firefly", log_samples: bool = False) -> dict:
+             cache: Path | None = None, engine: str = "firefly", log_samples: bool = False,
+             samples: dict | None = None) -> dict:
     """Run lm-eval on a loaded model; return simple_evaluate's result dict. With `cache`, scored requests are
     committed to lm-eval's SQLite cache there within two seconds (`firefly_eval/request_cache.py`), and a rerun
-    scores only what is missing. The firefly engine also compiles lm-eval's prompt templates once each while the
-    contexts are built."""
+    scores only what is missing. `samples` (lm-eval task name, an MMLU subject's `ff_mmlu_<subject>` included
+    -> document indices) runs those documents of those tasks instead of `tasks`. The firefly engine also
+    compiles lm-eval's prompt templates once each while the contexts are built."""
     import contextlib
 
     from lm_eval import simple_evaluate
@@ -137,7 +139,8 @@ def evaluate(model, tokenizer, task_dir: Path, tasks: list[str], limit: int | No
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
     with cached_templates() if engine == "firefly" else contextlib.nullcontext(), request_cache():
-        return simple_evaluate(model=lm, tasks=[LEADERBOARD[t].lm_eval_task for t in tasks], task_manager=manager, limit=limit,
+        names = list(samples) if samples else [LEADERBOARD[t].lm_eval_task for t in tasks]
+        return simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit, samples=samples,
                                log_samples=log_samples, use_cache=None if cache is None else str(cache))
 
 

@@ -1,11 +1,18 @@
 """Open LLM Leaderboard v1 (ARC 25-shot, HellaSwag 10-shot, MMLU 5-shot, TruthfulQA mc2): lm-eval's stock
 `HFLM` (the engine's default path, `batch_size` 'auto' on a GPU as `firefly-eval leaderboard` had it) against
 `FireflyLM`, both through `lm_eval.simple_evaluate` with the same task YAMLs, the same model loaded once and
-the same `--limit`. Every request's (log-likelihood, is_greedy) is compared one by one (from the logged
-samples), then every metric. Times are whole `simple_evaluate` calls: building the contexts on the CPU
-included. `--noise-batch-size N` runs the stock path again at batch size N and compares it with itself the same
-way: how far the stock engine's own numbers move with its batch (in bf16, the floor to read ours against).
-`--full` then runs ours alone on every question.
+the same documents. Each task is one *unit*: stock, then ours, each a whole timed `simple_evaluate` call
+(building the contexts on the CPU included). Every request's (log-likelihood, is_greedy) is compared one by
+one (from the logged samples), then every metric. `--noise-batch-size N` runs the stock path again at batch
+size N and compares it with itself the same way: how far the stock engine's own numbers move with its batch
+(in bf16, the floor to read ours against). `--full` then runs ours alone on every question.
+
+A full run of the stock path at 7B takes longer than one GPU call, so it can be split into shards, each a
+run of its own with both paths in it: `--docs A:B` takes documents A to B-1 of ARC, HellaSwag and TruthfulQA
+(through lm-eval's `samples`), `--mmlu-subjects` whole MMLU subjects. Shards of ARC and HellaSwag that do
+not start at document 0 draw other few-shot examples than one unsharded run would (lm-eval draws them in
+document order from one seeded generator), so their metrics are not the unsharded run's; both paths in a
+shard see the same prompts. `bench/leaderboard_shards.py` adds the shards' JSON files up.
 """
 from __future__ import annotations
 
@@ -16,15 +23,50 @@ from pathlib import Path
 from firefly_eval.benchmarks import LEADERBOARD
 
 
+def _doc_range(text: str) -> tuple[int, int]:
+    start, _, end = text.partition(":")
+    return int(start), int(end) if end else 1 << 62
+
+
 def add_arguments(p) -> None:
     p.add_argument("--data-dir", type=Path, required=True,
                    help="folder with mmlu/, arc_challenge/, hellaswag/, truthfulqa/")
     p.add_argument("--tasks", nargs="+", default=list(LEADERBOARD), choices=list(LEADERBOARD))
     p.add_argument("--limit", type=int, default=None, help="questions per task (per MMLU subject) for both paths")
+    p.add_argument("--docs", type=_doc_range, metavar="A:B",
+                   help="a shard: documents A..B-1 (B omitted: to the end) of ARC, HellaSwag and TruthfulQA")
+    p.add_argument("--mmlu-subjects", nargs="+", metavar="SUBJECT", help="a shard: every question of these subjects")
     p.add_argument("--batch-size", default=None, help="both paths (default: auto on a GPU, 8 on the CPU)")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bf16 on a GPU")
     p.add_argument("--noise-batch-size", type=int, help="also run the stock path at this batch size, against itself")
     p.add_argument("--full", action="store_true", help="then run ours alone on every question, timed")
+
+
+def units(args, task_dir: Path) -> dict[str, dict | None]:
+    """Unit label -> lm-eval `samples` (task name -> document indices), or None for the task under `--limit`."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    wanted: dict[str, tuple[str, ...] | None] = {}  # label -> lm-eval task names whose documents to count
+    for t in args.tasks:
+        if t == "mmlu" and args.mmlu_subjects:
+            wanted[f"mmlu ({len(args.mmlu_subjects)} subjects)"] = tuple(f"ff_mmlu_{s}" for s in args.mmlu_subjects)
+        elif t != "mmlu" and args.docs:
+            wanted[t] = (LEADERBOARD[t].lm_eval_task,)
+        else:
+            wanted[t] = None
+    names = [n for ns in wanted.values() if ns for n in ns]
+    tasks = get_task_dict(names, TaskManager(include_path=str(task_dir), include_defaults=False)) if names else {}
+    start, end = args.docs or (0, 0)
+    found = {}
+    for label, ns in wanted.items():
+        if ns is None:
+            found[label] = None
+        elif label.startswith("mmlu"):
+            found[label] = {n: range(len(tasks[n].eval_docs)) for n in ns}
+        else:
+            stop = min(end, len(tasks[ns[0]].eval_docs))
+            found[f"{label} docs {start}:{stop}"] = {ns[0]: range(start, stop)}
+    return found
 
 
 def _requests(out: dict) -> dict:
@@ -59,21 +101,24 @@ def _describe(c: dict) -> str:
             f"(max |d| {c['max_abs_metric_diff']:.3g})")
 
 
-def _timed(name, model, tok, task_dir, args, engine, batch_size, limit) -> tuple[dict, dict]:
+def _timed(name, model, tok, task_dir, task, samples, engine, batch_size, limit) -> tuple[dict, dict]:
     import torch
 
     from firefly_eval import leaderboard
 
     t0 = time.perf_counter()
-    out = leaderboard.evaluate(model, tok, task_dir, args.tasks, limit, batch_size, engine=engine, log_samples=True)
+    out = leaderboard.evaluate(model, tok, task_dir, [task], None if samples else limit, batch_size, engine=engine,
+                               log_samples=True, samples=samples)
     seconds = time.perf_counter() - t0
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     n = sum(len(s["resps"]) for samples in out["samples"].values() for s in samples)
-    row = {"seconds": seconds, "requests": n, "requests_per_s": n / seconds,
-           **{t: out["results"][LEADERBOARD[t].lm_eval_task][f"{LEADERBOARD[t].lm_eval_metric},none"] for t in args.tasks}}
     print(f"[{name}] {n} requests in {seconds:.1f} s", flush=True)
-    return row, out
+    return {"seconds": seconds, "requests": n, "metrics": {f"{t}/{k}": v for (t, k), v in _metrics(out).items()}}, out
+
+
+def _unit_task(label: str) -> str:
+    return label.split(" ")[0]
 
 
 def run(args) -> dict:
@@ -81,33 +126,79 @@ def run(args) -> dict:
 
     from firefly_eval import checkpoints, leaderboard
 
+    if args.limit is not None and args.docs and set(args.tasks) - {"mmlu"}:
+        raise SystemExit("--limit and --docs: choose one (--docs is a shard of whole tasks)")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     model, tok, _ = checkpoints.load(str(args.model_dir), dtype=dtype)
-    gpu = torch.cuda.is_available()
-    batch_size = args.batch_size or ("auto" if gpu else 8)
+    batch_size = args.batch_size or ("auto" if torch.cuda.is_available() else 8)
     with torch.no_grad():  # first CUDA kernels and allocations outside both timings
         model(torch.tensor([[1, 2, 3]], device=model.device))
     task_dir = leaderboard.render_tasks(args.data_dir.resolve(), Path(tempfile.mkdtemp()) / "tasks")
-    rows = {}
-    rows["hf (stock HFLM)"], stock = _timed("hf", model, tok, task_dir, args, "hf", batch_size, args.limit)
-    rows["firefly (FireflyLM)"], ours = _timed("firefly", model, tok, task_dir, args, "firefly", batch_size,
-                                               args.limit)
-    agreement, noise = _compare(stock, ours), None
-    if args.noise_batch_size:
-        rows[f"hf, batch {args.noise_batch_size}"], stock_again = _timed(
-            "hf again", model, tok, task_dir, args, "hf", args.noise_batch_size, args.limit)
-        noise = {**_compare(stock, stock_again), "batch_size": args.noise_batch_size}
+    result = {}
+    for label, samples in units(args, task_dir).items():
+        task = _unit_task(label)
+        unit = {}
+        unit["stock"], stock = _timed(f"{label}: hf", model, tok, task_dir, task, samples, "hf", batch_size,
+                                      args.limit)
+        unit["ours"], ours = _timed(f"{label}: firefly", model, tok, task_dir, task, samples, "firefly",
+                                    batch_size, args.limit)
+        unit["agreement"] = _compare(stock, ours)
+        if args.noise_batch_size:
+            unit["stock_again"], again = _timed(f"{label}: hf again", model, tok, task_dir, task, samples, "hf",
+                                                args.noise_batch_size, args.limit)
+            unit["stock_against_itself"] = _compare(stock, again)
+        result[label] = unit
+    full = {}
     if args.full:
-        rows["firefly (full)"], _ = _timed("firefly full", model, tok, task_dir, args, "firefly", batch_size, None)
-    print(f"\n{'path':<22}{'seconds':>10}{'requests':>10}{'req/s':>10}" + "".join(f"{t:>16}" for t in args.tasks))
-    for name, r in rows.items():
-        print(f"{name:<22}{r['seconds']:>10.1f}{r['requests']:>10}{r['requests_per_s']:>10.1f}"
-              + "".join(f"{r[t]:>16.6f}" for t in args.tasks))
-    speedup = rows["hf (stock HFLM)"]["seconds"] / rows["firefly (FireflyLM)"]["seconds"]
-    print(f"\nfirefly / stock: time x{1 / speedup:.3f} (speed-up x{speedup:.2f}); "
-          f"{agreement['requests_compared']} requests compared: {_describe(agreement)}; dtype {model.dtype}, "
-          f"batch size {batch_size}")
+        for task in args.tasks:
+            full[task], _ = _timed(f"{task}: firefly, every question", model, tok, task_dir, task, None,
+                                   "firefly", batch_size, None)
+    summary = summarize(result)
+    print_table(result, summary)
+    print(f"dtype {model.dtype}, batch size {batch_size}" + (f", noise batch size {args.noise_batch_size}"
+                                                            if args.noise_batch_size else ""))
+    for task, row in full.items():
+        print(f"ours alone, every question of {task}: {row['requests']} requests in {row['seconds']:.1f} s")
+    return {"units": result, **summary, "full": full, "dtype": str(model.dtype), "batch_size": str(batch_size),
+            "noise_batch_size": args.noise_batch_size}
+
+
+def summarize(units: dict) -> dict:
+    """Totals over units (one run's, or several shards' together): seconds, requests, the worst agreement."""
+    stock = sum(u["stock"]["seconds"] for u in units.values())
+    ours = sum(u["ours"]["seconds"] for u in units.values())
+    worst = {"requests_compared": sum(u["agreement"]["requests_compared"] for u in units.values()),
+             "max_abs_loglikelihood_diff": max(u["agreement"]["max_abs_loglikelihood_diff"] for u in units.values()),
+             "is_greedy_differences": sum(u["agreement"]["is_greedy_differences"] for u in units.values()),
+             "max_abs_metric_diff": max(u["agreement"]["max_abs_metric_diff"] for u in units.values()),
+             "metrics_identical": all(u["agreement"]["metrics_identical"] for u in units.values())}
+    noise = [u["stock_against_itself"] for u in units.values() if "stock_against_itself" in u]
+    return {"stock_seconds": stock, "ours_seconds": ours, "speedup": stock / ours,
+            "requests": sum(u["stock"]["requests"] for u in units.values()), **worst,
+            "stock_against_itself": {
+                "max_abs_loglikelihood_diff": max(n["max_abs_loglikelihood_diff"] for n in noise),
+                "is_greedy_differences": sum(n["is_greedy_differences"] for n in noise),
+                "metrics_identical": all(n["metrics_identical"] for n in noise)} if noise else None}
+
+
+def print_table(units: dict, summary: dict) -> None:
+    noise = summary["stock_against_itself"] is not None
+    print(f"\n{'unit':<34}{'requests':>9}{'stock s':>9}{'ours s':>9}{'speed-up':>9}{'max|d ll|':>11}"
+          f"{'greedy!=':>9}{'metrics =':>10}" + (f"{'stock vs stock':>16}" if noise else ""))
+    for label, u in units.items():
+        a = u["agreement"]
+        print(f"{label:<34}{u['stock']['requests']:>9}{u['stock']['seconds']:>9.1f}{u['ours']['seconds']:>9.1f}"
+              f"{u['stock']['seconds'] / u['ours']['seconds']:>9.2f}{a['max_abs_loglikelihood_diff']:>11.3g}"
+              f"{a['is_greedy_differences']:>9}{str(a['metrics_identical']):>10}"
+              + (f"{u['stock_against_itself']['max_abs_loglikelihood_diff']:>16.3g}" if noise else ""))
+    print(f"{'total':<34}{summary['requests']:>9}{summary['stock_seconds']:>9.1f}{summary['ours_seconds']:>9.1f}"
+          f"{summary['speedup']:>9.2f}{summary['max_abs_loglikelihood_diff']:>11.3g}"
+          f"{summary['is_greedy_differences']:>9}{str(summary['metrics_identical']):>10}"
+          + (f"{summary['stock_against_itself']['max_abs_loglikelihood_diff']:>16.3g}" if noise else ""))
+    print(f"\nfirefly / stock: time x{1 / summary['speedup']:.3f} (speed-up x{summary['speedup']:.2f}); "
+          f"{summary['requests_compared']} requests compared: {_describe(summary)}")
     if noise:
-        print(f"stock at batch {batch_size} vs stock at batch {noise['batch_size']}: {_describe(noise)}")
-    return {"rows": rows, "speedup": speedup, **agreement, "stock_against_itself": noise, "dtype": str(model.dtype),
-            "batch_size": str(batch_size)}
+        n = summary["stock_against_itself"]
+        print(f"stock against itself at the other batch size: max |d loglikelihood| "
+              f"{n['max_abs_loglikelihood_diff']:.3g}, is_greedy differs on {n['is_greedy_differences']}, "
+              f"metrics identical: {n['metrics_identical']}")

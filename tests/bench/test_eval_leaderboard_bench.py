@@ -1,26 +1,66 @@
-"""bench/eval_throughput.py leaderboard runs end to end on the CPU (tiny model, mini sets): both paths, the
-request-by-request comparison and the JSON. Timings are printed, never asserted."""
+"""bench/eval_throughput.py leaderboard runs end to end on the CPU (tiny model, mini sets): both paths per task,
+the request-by-request comparison and the JSON; a sharded run (`--docs`, `--mmlu-subjects`) and
+bench/leaderboard_shards.py adding shards up. Timings are printed, never asserted."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+MINI = "firefly_eval/minisets/english"
 
 
-def test_leaderboard_stage_compares_stock_and_ours(tiny_llama, tmp_path):
+def _bench(tiny_llama, *extra):
+    return subprocess.run([sys.executable, "bench/eval_throughput.py", "leaderboard", "--model-dir", str(tiny_llama),
+                           "--data-dir", MINI, "--dtype", "float32", *extra], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_leaderboard_stage_compares_stock_and_ours_per_task(tiny_llama, tmp_path):
     report = tmp_path / "lb.json"
-    out = subprocess.run([sys.executable, "bench/eval_throughput.py", "leaderboard", "--model-dir", str(tiny_llama),
-                          "--data-dir", "firefly_eval/minisets/english", "--limit", "2", "--dtype", "float32",
-                          "--noise-batch-size", "3", "--json", str(report)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = _bench(tiny_llama, "--limit", "2", "--noise-batch-size", "3", "--json", str(report))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "firefly / stock: time x" in out.stdout
     result = json.loads(report.read_text())
-    assert set(result["rows"]) == {"hf (stock HFLM)", "firefly (FireflyLM)", "hf, batch 3"}
-    # 2 questions per task (per MMLU subject): ARC 4+4, HellaSwag 4+4, MMLU 2 subjects x 2 x 4, TruthfulQA mc2 3+4
-    assert result["requests_compared"] == result["rows"]["hf (stock HFLM)"]["requests"] > 16
+    assert list(result["units"]) == ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2"]
+    # 2 questions per task (per MMLU subject): ARC 4+4, HellaSwag 4+4, MMLU 2 subjects x 2 x 4, TruthfulQA mc2 3+3
+    requests = {label: u["stock"]["requests"] for label, u in result["units"].items()}
+    assert requests == {"arc_challenge": 8, "hellaswag": 8, "mmlu": 16, "truthfulqa_mc2": 6}
+    for u in result["units"].values():
+        assert u["ours"]["requests"] == u["agreement"]["requests_compared"] == u["stock"]["requests"]
+        assert u["ours"]["metrics"] == u["stock"]["metrics"] != {}
+    assert result["requests_compared"] == result["requests"] == 38
     assert result["max_abs_loglikelihood_diff"] < 1e-4 and result["is_greedy_differences"] == 0
     assert result["max_abs_metric_diff"] < 1e-6 and result["dtype"] == "torch.float32"
+    assert result["stock_seconds"] == sum(u["stock"]["seconds"] for u in result["units"].values())
     noise = result["stock_against_itself"]  # the stock engine at batch 3 against itself at 8
-    assert noise["batch_size"] == 3 and noise["max_abs_loglikelihood_diff"] < 1e-4 and noise["is_greedy_differences"] == 0
-    assert "stock at batch 8 vs stock at batch 3" in out.stdout
+    assert result["noise_batch_size"] == 3 and noise["max_abs_loglikelihood_diff"] < 1e-4
+    assert noise["is_greedy_differences"] == 0 and noise["metrics_identical"]
+
+
+def test_shards_cover_chosen_documents_and_add_up(tiny_llama, tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    out = _bench(tiny_llama, "--tasks", "arc_challenge", "hellaswag", "--docs", "1:3", "--json", str(first))
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = _bench(tiny_llama, "--tasks", "hellaswag", "mmlu", "--docs", "3:",
+                 "--mmlu-subjects", "high_school_geography", "--json", str(second))
+    assert out.returncode == 0, out.stderr[-3000:]
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    assert list(a["units"]) == ["arc_challenge docs 1:3", "hellaswag docs 1:3"]
+    assert list(b["units"]) == ["hellaswag docs 3:12", "mmlu (1 subjects)"]  # 12 HellaSwag documents in the mini set
+    assert b["units"]["hellaswag docs 3:12"]["stock"]["requests"] == 9 * 4
+    assert b["units"]["mmlu (1 subjects)"]["stock"]["requests"] == 4 * 4  # every question of the subject
+    assert all(u["agreement"]["max_abs_loglikelihood_diff"] < 1e-4 for u in [*a["units"].values(), *b["units"].values()])
+
+    total = tmp_path / "total.json"
+    out = subprocess.run([sys.executable, "bench/leaderboard_shards.py", str(first), str(second), "--json", str(total)],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summed = json.loads(total.read_text())
+    assert summed["requests"] == a["requests"] + b["requests"]
+    assert summed["ours_seconds"] == a["ours_seconds"] + b["ours_seconds"]
+    assert "hellaswag docs 3:12" in out.stdout and "total" in out.stdout
+
+    again = subprocess.run([sys.executable, "bench/leaderboard_shards.py", str(first), str(first)],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert again.returncode != 0 and "in an earlier shard as well" in again.stderr
