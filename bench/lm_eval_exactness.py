@@ -1,0 +1,214 @@
+"""Which computation reproduces lm-eval's stock `HFLM` log-probabilities bit for bit (bf16, one GPU)?
+
+Stock HFLM scores each (context, continuation) request as its own row, `context + continuation[:-1]`, rows
+right-padded into a batch, one `model(inputs).logits` call without an attention mask (SDPA's causal kernel),
+then a log-softmax in the model's dtype over every position. The eighth session measured that it is
+batch-invariant (its own log-likelihoods at batch 16 and at 'auto' are identical) while `FireflyLM` (packed
+continuations under a 4-D mask) differs by up to 2.0 in bf16. This script takes random requests (the model is
+random-init anyway) and compares, per continuation token, stock's log-probability with:
+
+- stock's own layout at another batch size, and under each SDPA backend forced (which kernel stock runs);
+- `FireflyLM` as it is (sums only);
+- a candidate: each context run once (stock's kernel, one row), then its continuations as rows attending to
+  the context's cached keys/values with SDPA's lower-right causal bias (`causal_lower_right`: flash attention's
+  own causal alignment), output layer on full hidden tensors or on the scored positions only;
+- the same candidate with a cached few-shot prefix shared by many questions (MMLU's layout), questions batched.
+
+    python bench/lm_eval_exactness.py --model-dir /tmp/l7 [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ATTN = "firefly_lower_right"
+
+
+def _register_lower_right() -> None:
+    """`ATTN`: SDPA with the lower-right causal bias (queries are the last tokens of the keys), any mask ignored."""
+    from torch.nn.attention.bias import causal_lower_right
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
+        groups = getattr(module, "num_key_value_groups", 1)
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+        bias = causal_lower_right(query.shape[2], key.shape[2])
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=scaling)
+        return out.transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register(ATTN, attention)
+    AttentionMaskInterface.register(ATTN, lambda *a, **k: None)
+
+
+def random_questions(n: int, vocab: int, ctx: tuple[int, int], cont: tuple[int, int], choices: int,
+                     prefix: list[int] | None, seed: int) -> list[tuple[list[int], list[list[int]]]]:
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(k):
+        return torch.randint(3, vocab, (k,), generator=g).tolist()
+
+    def length(lo, hi):
+        return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+    return [((prefix or []) + ids(length(*ctx)), [ids(length(*cont)) for _ in range(choices)]) for _ in range(n)]
+
+
+def requests_of(questions) -> list[tuple[list[int], list[int]]]:
+    return [(c, x) for c, conts in questions for x in conts]
+
+
+@torch.no_grad()
+def stock(model, reqs, batch: int) -> list[torch.Tensor]:
+    """HFLM's `_loglikelihood_tokens` for causal models: per request its continuation tokens' log-probs (bf16)."""
+    order = sorted(range(len(reqs)), key=lambda i: -(len(reqs[i][0]) + len(reqs[i][1])))
+    out: list[torch.Tensor | None] = [None] * len(reqs)
+    for s in range(0, len(order), batch):
+        chunk = order[s:s + batch]
+        inps = [torch.tensor((reqs[i][0] + reqs[i][1])[:-1]) for i in chunk]
+        width = max(len(x) for x in inps)
+        batched = torch.stack([F.pad(x, (0, width - len(x))) for x in inps]).to(model.device)
+        logp = F.log_softmax(model(batched).logits, dim=-1)
+        for i, row, inp in zip(chunk, logp, inps):
+            cont = torch.tensor(reqs[i][1], device=model.device)
+            picked = row[len(inp) - len(cont):len(inp)]
+            out[i] = picked.gather(1, cont[:, None]).squeeze(1).float().cpu()
+    return out
+
+
+@torch.no_grad()
+def candidate(model, questions, head_on_full: bool) -> list[torch.Tensor]:
+    """Each context once (default attention, one row), its continuations as rows over the cached context."""
+    from transformers import DynamicCache
+
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    out = []
+    for ctx, conts in questions:
+        first = decoder(input_ids=torch.tensor([ctx], device=model.device), use_cache=True)
+        kv = [(layer.keys, layer.values) for layer in first.cache.layers]
+        last = first.last_hidden_state[:, -1] if not head_on_full else None
+        first_logits = head(first.last_hidden_state)[:, -1] if head_on_full else head(last)
+        rest_len = max(len(c) - 1 for c in conts)
+        rows = torch.stack([F.pad(torch.tensor(c[:-1], dtype=torch.long), (0, rest_len - len(c) + 1))
+                            for c in conts]).to(model.device) if rest_len else None
+        rest = None
+        if rows is not None:
+            cache = DynamicCache(ddp_cache_data=[(k.expand(len(conts), -1, -1, -1), v.expand(len(conts), -1, -1, -1))
+                                                 for k, v in kv])
+            model.set_attn_implementation(ATTN)
+            try:
+                hidden = decoder(input_ids=rows, cache=cache, use_cache=True).last_hidden_state
+            finally:
+                model.set_attn_implementation("sdpa")
+            rest = head(hidden) if head_on_full else hidden
+        for r, c in enumerate(conts):
+            logits = [first_logits[0]]
+            if len(c) > 1:
+                logits += list(rest[r, :len(c) - 1] if head_on_full else head(rest[r, :len(c) - 1]))
+            logp = F.log_softmax(torch.stack(logits), dim=-1)
+            out.append(logp.gather(1, torch.tensor(c, device=model.device)[:, None]).squeeze(1).float().cpu())
+    return out
+
+
+@torch.no_grad()
+def candidate_shared_prefix(model, questions, prefix_len: int, batch: int) -> list[torch.Tensor]:
+    """MMLU's layout: one cached prefix for every question; questions (one-token continuations) batched."""
+    from transformers import DynamicCache
+
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    pre = decoder(input_ids=torch.tensor([questions[0][0][:prefix_len]], device=model.device), use_cache=True)
+    kv = [(layer.keys, layer.values) for layer in pre.cache.layers]
+    scores: dict[int, torch.Tensor] = {}
+    for s in range(0, len(questions), batch):
+        chunk = questions[s:s + batch]
+        own = [ctx[prefix_len:] for ctx, _ in chunk]
+        width = max(len(x) for x in own)
+        rows = torch.stack([F.pad(torch.tensor(x), (0, width - len(x))) for x in own]).to(model.device)
+        cache = DynamicCache(ddp_cache_data=[(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1))
+                                             for k, v in kv])
+        model.set_attn_implementation(ATTN)
+        try:
+            hidden = decoder(input_ids=rows, cache=cache, use_cache=True).last_hidden_state
+        finally:
+            model.set_attn_implementation("sdpa")
+        logp = F.log_softmax(head(hidden), dim=-1)
+        for r, (x, (_, conts)) in enumerate(zip(own, chunk)):
+            for k, c in enumerate(conts):
+                scores[(s + r) * len(conts) + k] = logp[r, len(x) - 1, c[0]].float().cpu()[None]
+    return [scores[i] for i in range(len(scores))]
+
+
+def compare(ref: list[torch.Tensor], other: list[torch.Tensor], dtype: torch.dtype) -> dict:
+    """Per token, and per request summed in `dtype` as HFLM sums (`float(logprobs.sum())` in the model's dtype)."""
+    token = max(float((a - b).abs().max()) for a, b in zip(ref, other))
+    sums = [abs(float(a.to(dtype).sum()) - float(b.to(dtype).sum())) for a, b in zip(ref, other)]
+    return {"requests": len(ref), "identical_tokens": all(torch.equal(a, b) for a, b in zip(ref, other)),
+            "max_abs_token_logprob_diff": token, "max_abs_sum_diff": max(sums),
+            "requests_with_identical_sum": sum(s == 0 for s in sums)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--questions", type=int, default=8)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from firefly_eval import checkpoints
+    from firefly_eval.lm_eval_model import FireflyLM
+
+    model, tok, _ = checkpoints.load(args.model_dir)
+    model.eval()
+    _register_lower_right()
+    vocab = model.config.vocab_size
+    gpu = torch.cuda.is_available()
+    ctx_len, pre_len = ((900, 1400), 500) if gpu else ((40, 70), 24)
+    arc = random_questions(args.questions, vocab, ctx_len, (3, 20), 4, None, seed=1)
+    prefix = random_questions(1, vocab, (pre_len, pre_len), (1, 1), 1, None, seed=2)[0][0]
+    mmlu = random_questions(4 * args.questions, vocab, (40, 120), (1, 1), 4, prefix, seed=3)
+    results = {}
+    for name, qs in (("multi-token continuations (ARC-like)", arc), ("shared prefix (MMLU-like)", mmlu)):
+        reqs = requests_of(qs)
+        ref = stock(model, reqs, batch=32)
+        rows = {"stock, batch 7": stock(model, reqs, batch=7)}
+        for backend in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"):
+            try:
+                with sdpa_kernel(getattr(SDPBackend, backend)):
+                    rows[f"stock, {backend} only"] = stock(model, reqs, batch=32)
+            except RuntimeError as e:
+                print(f"{name}: {backend}: {str(e).splitlines()[0][:120]}")
+        lm = FireflyLM(pretrained=model, tokenizer=tok, batch_size=32)
+        sums = lm._loglikelihood_tokens([(None, c, x) for c, x in reqs], disable_tqdm=True)
+        rows["FireflyLM as it is (sums)"] = [torch.tensor([s]) for s, _ in sums]
+        if qs is arc:
+            rows["candidate, head on full tensors"] = candidate(model, qs, head_on_full=True)
+            rows["candidate, head on scored positions"] = candidate(model, qs, head_on_full=False)
+        else:
+            rows["candidate, shared prefix, 16 rows"] = candidate_shared_prefix(model, qs, len(prefix), 16)
+        results[name] = {}
+        print(f"\n{name}: {len(reqs)} requests, against stock at batch 32 (dtype {model.dtype})")
+        print(f"{'variant':<42}{'same tokens':>12}{'max|d token|':>14}{'max|d sum|':>12}{'same sums':>11}")
+        for label, other in rows.items():
+            if label.startswith("FireflyLM"):
+                ref_sums = [torch.tensor([float(r.to(model.dtype).sum())]) for r in ref]
+                c = compare(ref_sums, other, torch.float64)
+                c["identical_tokens"] = None
+            else:
+                c = compare(ref, other, model.dtype)
+            results[name][label] = c
+            print(f"{label:<42}{str(c['identical_tokens']):>12}{c['max_abs_token_logprob_diff']:>14.3g}"
+                  f"{c['max_abs_sum_diff']:>12.3g}{c['requests_with_identical_sum']:>6}/{c['requests']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
