@@ -23,11 +23,12 @@ def test_generate_stage_on_cpu(tiny_llama, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(report.read_text())
     assert set(result["rows"]) == {"plain generate, greedy, all at once", "before: batches of 8, per-row generators",
-                                   "ours, greedy", "ours, sampled", "ours, sampled, rows reversed"}
+                                   "ours, greedy", "ours, sampled", "ours, sampled again",
+                                   "ours, sampled, rows reversed"}
     assert result["rows"]["before: batches of 8, per-row generators"]["items"] == 3
     assert all(r["new_tokens"] == r["items"] * 6 for r in result["rows"].values())  # random weights: no early stop
     # float32 on the CPU: ours greedy is plain generate's, token for token; sampled rows reproduce in other rows
     assert result["checks"] == {"greedy_identical_items": 5, "greedy_mean_common_prefix": 6.0,
-                                "sampled_reproducible_items": 5, "items": 5}
+                                "sampled_repeated_items": 5, "sampled_reproducible_items": 5, "items": 5}
     assert result["decoding"] == "static cache, eager" and (result["batches"], result["batch_rows"]) == (3, 2)
     assert "ours, sampled, rows reversed" in out.stdout and "tokens/s" in out.stdout
