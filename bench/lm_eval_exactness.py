@@ -12,7 +12,9 @@ random-init anyway) and compares, per continuation token, stock's log-probabilit
 - a candidate: each context run once (stock's kernel, one row), then its continuations as rows attending to
   the context's cached keys/values with SDPA's lower-right causal bias (`causal_lower_right`: flash attention's
   own causal alignment), output layer on full hidden tensors or on the scored positions only;
-- the same candidate with a cached few-shot prefix shared by many questions (MMLU's layout), questions batched.
+- the same, every question's continuations packed into one pass of flash attention's varlen kernel (how a
+  batch of questions with contexts of different lengths can run together);
+- the candidate with a cached few-shot prefix shared by many questions (MMLU's layout), questions batched.
 
     python bench/lm_eval_exactness.py --model-dir /tmp/l7 [--json out.json]
 """
@@ -117,6 +119,102 @@ def candidate(model, questions, head_on_full: bool) -> list[torch.Tensor]:
     return out
 
 
+VARLEN = "firefly_varlen_lower_right"
+_packed: dict = {}  # the varlen call's context keys/values and row bounds, set around each forward
+
+
+def _register_varlen() -> None:
+    """`VARLEN`: rows packed into one sequence; row r attends to its question's cached context and to itself
+    up to the token (flash attention's varlen kernel, causal = lower-right aligned). On a CPU, SDPA row by row."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        varlen_attn = None
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
+        ctx, rows = _packed["kv"], _packed["rows"]  # ctx[question][layer] = (k, v) as [n, H, D]; rows: (question, a, b)
+        q, k, v = query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1)  # [T, H, D]
+        groups = q.shape[1] // k.shape[1]
+        keys, values, cu_k = [], [], [0]
+        for question, a, b in rows:
+            ck, cv = ctx[question][module.layer_idx]
+            keys += [ck, k[a:b]]
+            values += [cv, v[a:b]]
+            cu_k.append(cu_k[-1] + len(ck) + b - a)
+        k_all, v_all = torch.cat(keys), torch.cat(values)
+        if groups > 1:
+            k_all, v_all = k_all.repeat_interleave(groups, dim=1), v_all.repeat_interleave(groups, dim=1)
+        cu_q = [0] + [b for _, _, b in rows]
+        if q.is_cuda and varlen_attn is not None:
+            import inspect
+
+            params = inspect.signature(varlen_attn).parameters  # PyTorch 2.10 has is_causal, later window_size
+            kwargs = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+            if "scale" in params:
+                kwargs["scale"] = scaling
+            elif scaling is not None and abs(scaling - q.shape[-1] ** -0.5) > 1e-12:
+                raise SystemExit("this PyTorch's varlen_attn takes no scale, and the model's is not head_dim**-0.5")
+            out = varlen_attn(q, k_all, v_all, torch.tensor(cu_q, device=q.device, dtype=torch.int32),
+                              torch.tensor(cu_k, device=q.device, dtype=torch.int32),
+                              max(b - a for _, a, b in rows), max(y - x for x, y in zip(cu_k, cu_k[1:])), **kwargs)
+        else:
+            from torch.nn.attention.bias import causal_lower_right
+
+            out = torch.empty_like(q)
+            for (_, a, b), x, y in zip(rows, cu_k, cu_k[1:]):
+                out[a:b] = F.scaled_dot_product_attention(
+                    q[a:b].transpose(0, 1), k_all[x:y].transpose(0, 1), v_all[x:y].transpose(0, 1),
+                    attn_mask=causal_lower_right(b - a, y - x), scale=scaling).transpose(0, 1)
+        return out[None], None
+
+    AttentionInterface.register(VARLEN, attention)
+    AttentionMaskInterface.register(VARLEN, lambda *a, **k: None)
+
+
+@torch.no_grad()
+def candidate_varlen(model, questions) -> list[torch.Tensor]:
+    """Each context once (default attention, one row); then every continuation of every question packed into
+    one varlen forward pass, each attending to its question's cached context."""
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    kv, first_logits = [], []
+    for ctx, _ in questions:
+        first = decoder(input_ids=torch.tensor([ctx], device=model.device), use_cache=True)
+        kv.append([(layer.keys[0].transpose(0, 1), layer.values[0].transpose(0, 1)) for layer in first.cache.layers])
+        first_logits.append(head(first.last_hidden_state[:, -1])[0])
+    tokens, positions, rows, where = [], [], [], {}
+    for qi, (ctx, conts) in enumerate(questions):
+        for k, c in enumerate(conts):
+            if len(c) > 1:
+                a = len(tokens)
+                tokens += c[:-1]
+                positions += range(len(ctx), len(ctx) + len(c) - 1)
+                rows.append((qi, a, len(tokens)))
+                where[qi, k] = a
+    logits = None
+    if rows:
+        _packed.update(kv=kv, rows=rows)
+        model.set_attn_implementation(VARLEN)
+        try:
+            hidden = decoder(input_ids=torch.tensor([tokens], device=model.device),
+                             position_ids=torch.tensor([positions], device=model.device),
+                             use_cache=False).last_hidden_state[0]
+        finally:
+            model.set_attn_implementation("sdpa")
+            _packed.clear()
+        logits = head(hidden)
+    out = []
+    for qi, (_, conts) in enumerate(questions):
+        for k, c in enumerate(conts):
+            rows_logits = [first_logits[qi][None]]
+            if len(c) > 1:
+                rows_logits.append(logits[where[qi, k]:where[qi, k] + len(c) - 1])
+            logp = F.log_softmax(torch.cat(rows_logits), dim=-1)
+            out.append(logp.gather(1, torch.tensor(c, device=model.device)[:, None]).squeeze(1).float().cpu())
+    return out
+
+
 @torch.no_grad()
 def candidate_shared_prefix(model, questions, prefix_len: int, batch: int) -> list[torch.Tensor]:
     """MMLU's layout: one cached prefix for every question; questions (one-token continuations) batched."""
@@ -168,6 +266,7 @@ def main() -> None:
     model, tok, _ = checkpoints.load(args.model_dir)
     model.eval()
     _register_lower_right()
+    _register_varlen()
     vocab = model.config.vocab_size
     gpu = torch.cuda.is_available()
     ctx_len, pre_len = ((900, 1400), 500) if gpu else ((40, 70), 24)
@@ -191,6 +290,7 @@ def main() -> None:
         if qs is arc:
             rows["candidate, head on full tensors"] = candidate(model, qs, head_on_full=True)
             rows["candidate, head on scored positions"] = candidate(model, qs, head_on_full=False)
+            rows["candidate, all continuations one varlen pass"] = candidate_varlen(model, qs)
         else:
             rows["candidate, shared prefix, 16 rows"] = candidate_shared_prefix(model, qs, len(prefix), 16)
         results[name] = {}
