@@ -15,6 +15,6 @@ echo "exactness rc=$? at $(( $(date +%s) - t0 )) s"; grep -a -B2 -A8 "^variant" 
 timeout 130 python3 bench/eval_throughput.py generate --model-dir /tmp/l7 --reference-items 0 --no-plain \
     --json $OUT/generate.json > $OUT/generate.log 2>&1
 echo "generate rc=$? at $(( $(date +%s) - t0 )) s"; grep -v -i "warn" $OUT/generate.log | tail -9
-timeout $(( 480 - ($(date +%s) - t0) )) python3 bench/eval_throughput.py leaderboard --model-dir /tmp/l7 \
+timeout $(( 360 - ($(date +%s) - t0) )) python3 bench/eval_throughput.py leaderboard --model-dir /tmp/l7 \
     --data-dir .carry/data/english --limit 2 --dtype float32 --batch-size 8 --json $OUT/lb_fp32.json > $OUT/lb_fp32.log 2>&1
 echo "leaderboard fp32 rc=$? at $(( $(date +%s) - t0 )) s"; grep -a -A12 "^unit" $OUT/lb_fp32.log; grep -a "^\[" $OUT/lb_fp32.log
