@@ -85,11 +85,23 @@ def stock(model, reqs, batch: int) -> list[torch.Tensor]:
     return out
 
 
+def over_cached(model, rows: torch.Tensor, kv) -> torch.Tensor:
+    """Hidden states of right-padded `rows`, each attending to the cached keys/values `kv` (one row's, shared by
+    all) and to itself, with the lower-right causal bias."""
+    from transformers import DynamicCache
+
+    n = len(rows)
+    cache = DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv])
+    model.set_attn_implementation(ATTN)
+    try:
+        return model.get_decoder()(input_ids=rows, cache=cache, use_cache=True).last_hidden_state
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
 @torch.no_grad()
 def candidate(model, questions, head_on_full: bool) -> list[torch.Tensor]:
     """Each context once (default attention, one row), its continuations as rows over the cached context."""
-    from transformers import DynamicCache
-
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     out = []
     for ctx, conts in questions:
@@ -102,13 +114,7 @@ def candidate(model, questions, head_on_full: bool) -> list[torch.Tensor]:
                             for c in conts]).to(model.device) if rest_len else None
         rest = None
         if rows is not None:
-            cache = DynamicCache(ddp_cache_data=[(k.expand(len(conts), -1, -1, -1), v.expand(len(conts), -1, -1, -1))
-                                                 for k, v in kv])
-            model.set_attn_implementation(ATTN)
-            try:
-                hidden = decoder(input_ids=rows, cache=cache, use_cache=True).last_hidden_state
-            finally:
-                model.set_attn_implementation("sdpa")
+            hidden = over_cached(model, rows, kv)
             rest = head(hidden) if head_on_full else hidden
         for r, c in enumerate(conts):
             logits = [first_logits[0]]
@@ -218,8 +224,6 @@ def candidate_varlen(model, questions) -> list[torch.Tensor]:
 @torch.no_grad()
 def candidate_shared_prefix(model, questions, prefix_len: int, batch: int) -> list[torch.Tensor]:
     """MMLU's layout: one cached prefix for every question; questions (one-token continuations) batched."""
-    from transformers import DynamicCache
-
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     pre = decoder(input_ids=torch.tensor([questions[0][0][:prefix_len]], device=model.device), use_cache=True)
     kv = [(layer.keys, layer.values) for layer in pre.cache.layers]
@@ -229,14 +233,7 @@ def candidate_shared_prefix(model, questions, prefix_len: int, batch: int) -> li
         own = [ctx[prefix_len:] for ctx, _ in chunk]
         width = max(len(x) for x in own)
         rows = torch.stack([F.pad(torch.tensor(x), (0, width - len(x))) for x in own]).to(model.device)
-        cache = DynamicCache(ddp_cache_data=[(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1))
-                                             for k, v in kv])
-        model.set_attn_implementation(ATTN)
-        try:
-            hidden = decoder(input_ids=rows, cache=cache, use_cache=True).last_hidden_state
-        finally:
-            model.set_attn_implementation("sdpa")
-        logp = F.log_softmax(head(hidden), dim=-1)
+        logp = F.log_softmax(head(over_cached(model, rows, kv)), dim=-1)
         for r, (x, (_, conts)) in enumerate(zip(own, chunk)):
             for k, c in enumerate(conts):
                 scores[(s + r) * len(conts) + k] = logp[r, len(x) - 1, c[0]].float().cpu()[None]
