@@ -157,3 +157,17 @@ def test_eval_profile_runs_a_firefly_eval_command_under_the_profiler(tiny_llama,
     assert ranges["PrefixCachedPPL._run_chunk"]["calls"] >= 1 and ranges["FireflyCausalLM.get_ppl"]["calls"] >= 4
     assert 0 < ranges["PrefixCachedPPL._run_chunk"]["s"] <= ranges["PrefixCachedPPL.__call__"]["s"] \
         <= ranges["FireflyPPLInferencer.inference"]["s"] < result["wall_s"]
+
+
+def test_lm_eval_exactness_runs_every_variant(tiny_llama, tmp_path):
+    """On the CPU in float32 every computation agrees with stock HFLM's within rounding; forcing SDPA's flash
+    kernel (the CPU default for this layout) is stock itself."""
+    report = tmp_path / "exact.json"
+    _run("bench/lm_eval_exactness.py", "--model-dir", tiny_llama, "--questions", 4, "--json", report)
+    result = json.loads(report.read_text())
+    arc, mmlu = result["multi-token continuations (ARC-like)"], result["shared prefix (MMLU-like)"]
+    assert {"candidate, head on scored positions", "candidate, all continuations one varlen pass"} <= set(arc)
+    assert "candidate, shared prefix, 16 rows" in mmlu
+    assert arc["stock, FLASH_ATTENTION only"]["identical_tokens"] is True
+    for variants in (arc, mmlu):
+        assert all(v["max_abs_token_logprob_diff"] < 1e-4 for v in variants.values())
