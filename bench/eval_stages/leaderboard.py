@@ -42,30 +42,27 @@ def add_arguments(p) -> None:
     p.add_argument("--full", action="store_true", help="then run ours alone on every question, timed")
 
 
-def units(args, task_dir: Path) -> dict[str, dict | None]:
-    """Unit label -> lm-eval `samples` (task name -> document indices), or None for the task under `--limit`."""
+def units(args, task_dir: Path) -> dict[str, tuple[str, dict | None]]:
+    """Unit label -> (our task name, lm-eval `samples`: task name -> document indices, or None for the task
+    under `--limit`)."""
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    wanted: dict[str, tuple[str, ...] | None] = {}  # label -> lm-eval task names whose documents to count
-    for t in args.tasks:
-        if t == "mmlu" and args.mmlu_subjects:
-            wanted[f"mmlu ({len(args.mmlu_subjects)} subjects)"] = tuple(f"ff_mmlu_{s}" for s in args.mmlu_subjects)
-        elif t != "mmlu" and args.docs:
-            wanted[t] = (LEADERBOARD[t].lm_eval_task,)
-        else:
-            wanted[t] = None
-    names = [n for ns in wanted.values() if ns for n in ns]
-    tasks = get_task_dict(names, TaskManager(include_path=str(task_dir), include_defaults=False)) if names else {}
+    shards = {t: (tuple(f"ff_mmlu_{s}" for s in args.mmlu_subjects) if t == "mmlu" else (LEADERBOARD[t].lm_eval_task,))
+              for t in args.tasks if (args.mmlu_subjects if t == "mmlu" else args.docs)}
+    names = [n for ns in shards.values() for n in ns]
+    docs = {n: len(task.eval_docs) for n, task in get_task_dict(
+        names, TaskManager(include_path=str(task_dir), include_defaults=False)).items()} if names else {}
     start, end = args.docs or (0, 0)
     found = {}
-    for label, ns in wanted.items():
-        if ns is None:
-            found[label] = None
-        elif label.startswith("mmlu"):
-            found[label] = {n: range(len(tasks[n].eval_docs)) for n in ns}
+    for t in args.tasks:
+        if t not in shards:
+            found[t] = (t, None)
+        elif t == "mmlu":
+            found[f"mmlu ({len(args.mmlu_subjects)} subjects)"] = (t, {n: range(docs[n]) for n in shards[t]})
         else:
-            stop = min(end, len(tasks[ns[0]].eval_docs))
-            found[f"{label} docs {start}:{stop}"] = {ns[0]: range(start, stop)}
+            (name,) = shards[t]
+            stop = min(end, docs[name])
+            found[f"{t} docs {start}:{stop}"] = (t, {name: range(start, stop)})
     return found
 
 
@@ -112,13 +109,9 @@ def _timed(name, model, tok, task_dir, task, samples, engine, batch_size, limit)
     seconds = time.perf_counter() - t0
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    n = sum(len(s["resps"]) for samples in out["samples"].values() for s in samples)
+    n = sum(len(s["resps"]) for logged in out["samples"].values() for s in logged)
     print(f"[{name}] {n} requests in {seconds:.1f} s", flush=True)
     return {"seconds": seconds, "requests": n, "metrics": {f"{t}/{k}": v for (t, k), v in _metrics(out).items()}}, out
-
-
-def _unit_task(label: str) -> str:
-    return label.split(" ")[0]
 
 
 def run(args) -> dict:
@@ -135,8 +128,7 @@ def run(args) -> dict:
         model(torch.tensor([[1, 2, 3]], device=model.device))
     task_dir = leaderboard.render_tasks(args.data_dir.resolve(), Path(tempfile.mkdtemp()) / "tasks")
     result = {}
-    for label, samples in units(args, task_dir).items():
-        task = _unit_task(label)
+    for label, (task, samples) in units(args, task_dir).items():
         unit = {}
         unit["stock"], stock = _timed(f"{label}: hf", model, tok, task_dir, task, samples, "hf", batch_size,
                                       args.limit)
