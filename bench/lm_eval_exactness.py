@@ -8,19 +8,23 @@ continuations under a 4-D mask) differs by up to 2.0 in bf16. This script takes 
 random-init anyway) and compares, per continuation token, stock's log-probability with:
 
 - stock's own layout at another batch size, and under each SDPA backend forced (which kernel stock runs);
+- stock's rows with the output layer on the scored positions only;
 - `FireflyLM` as it is (sums only);
-- a candidate: each context run once (stock's kernel, one row), then its continuations as rows attending to
-  the context's cached keys/values with SDPA's lower-right causal bias (`causal_lower_right`: flash attention's
-  own causal alignment), output layer on full hidden tensors or on the scored positions only;
-- the same, every question's continuations packed into one pass of flash attention's varlen kernel (how a
-  batch of questions with contexts of different lengths can run together);
-- the candidate with a cached few-shot prefix shared by many questions (MMLU's layout), questions batched.
+- `firefly_eval.cached_rows`: contexts right-padded in one batch (stock's kernel), then every continuation as a
+  row over its context's cached keys/values, keys laid out as in stock's row (an additive mask, so SDPA picks
+  a masked kernel: also forced to cuDNN, stock's kernel on an H200); all questions in one pass or one each;
+- MMLU's layout: one cached few-shot prefix, each question's own tokens a row over it.
+
+Call 3 of the eighth session (`bench/results/h200-2026-12-03-s8/call3_*`) found stock = cuDNN attention, and
+continuations over the cached context through flash attention (lower-right causal bias, or varlen) not
+bitwise equal (23/32 sums): the kernel, not the layout, was the first suspect.
 
     python bench/lm_eval_exactness.py --model-dir /tmp/l7 [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -29,25 +33,6 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-ATTN = "firefly_lower_right"
-
-
-def _register_lower_right() -> None:
-    """`ATTN`: SDPA with the lower-right causal bias (queries are the last tokens of the keys), any mask ignored."""
-    from torch.nn.attention.bias import causal_lower_right
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.integrations.sdpa_attention import repeat_kv
-
-    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
-        groups = getattr(module, "num_key_value_groups", 1)
-        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-        bias = causal_lower_right(query.shape[2], key.shape[2])
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=scaling)
-        return out.transpose(1, 2).contiguous(), None
-
-    AttentionInterface.register(ATTN, attention)
-    AttentionMaskInterface.register(ATTN, lambda *a, **k: None)
 
 
 def random_questions(n: int, vocab: int, ctx: tuple[int, int], cont: tuple[int, int], choices: int,
@@ -85,159 +70,89 @@ def stock(model, reqs, batch: int) -> list[torch.Tensor]:
     return out
 
 
-def over_cached(model, rows: torch.Tensor, kv) -> torch.Tensor:
-    """Hidden states of right-padded `rows`, each attending to the cached keys/values `kv` (one row's, shared by
-    all) and to itself, with the lower-right causal bias."""
-    from transformers import DynamicCache
-
-    n = len(rows)
-    cache = DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv])
-    model.set_attn_implementation(ATTN)
-    try:
-        return model.get_decoder()(input_ids=rows, cache=cache, use_cache=True).last_hidden_state
-    finally:
-        model.set_attn_implementation("sdpa")
-
-
 @torch.no_grad()
-def candidate(model, questions, head_on_full: bool) -> list[torch.Tensor]:
-    """Each context once (default attention, one row), its continuations as rows over the cached context."""
+def stock_head_on_scored(model, reqs, batch: int) -> list[torch.Tensor]:
+    """Stock's rows and kernel, the output layer and log-softmax on the scored positions only."""
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    out = []
-    for ctx, conts in questions:
-        first = decoder(input_ids=torch.tensor([ctx], device=model.device), use_cache=True)
-        kv = [(layer.keys, layer.values) for layer in first.cache.layers]
-        last = first.last_hidden_state[:, -1] if not head_on_full else None
-        first_logits = head(first.last_hidden_state)[:, -1] if head_on_full else head(last)
-        rest_len = max(len(c) - 1 for c in conts)
-        rows = torch.stack([F.pad(torch.tensor(c[:-1], dtype=torch.long), (0, rest_len - len(c) + 1))
-                            for c in conts]).to(model.device) if rest_len else None
-        rest = None
-        if rows is not None:
-            hidden = over_cached(model, rows, kv)
-            rest = head(hidden) if head_on_full else hidden
-        for r, c in enumerate(conts):
-            logits = [first_logits[0]]
-            if len(c) > 1:
-                logits += list(rest[r, :len(c) - 1] if head_on_full else head(rest[r, :len(c) - 1]))
-            logp = F.log_softmax(torch.stack(logits), dim=-1)
-            out.append(logp.gather(1, torch.tensor(c, device=model.device)[:, None]).squeeze(1).float().cpu())
+    out: list[torch.Tensor | None] = [None] * len(reqs)
+    for s in range(0, len(reqs), batch):
+        chunk = range(s, min(s + batch, len(reqs)))
+        inps = [torch.tensor((reqs[i][0] + reqs[i][1])[:-1]) for i in chunk]
+        width = max(len(x) for x in inps)
+        hidden = decoder(input_ids=torch.stack([F.pad(x, (0, width - len(x))) for x in inps]).to(model.device)
+                         ).last_hidden_state
+        for i, row, inp in zip(chunk, hidden, inps):
+            cont = torch.tensor(reqs[i][1], device=model.device)
+            logp = F.log_softmax(head(row[len(inp) - len(cont):len(inp)]), dim=-1)
+            out[i] = logp.gather(1, cont[:, None]).squeeze(1).float().cpu()
     return out
 
 
-VARLEN = "firefly_varlen_lower_right"
-_packed: dict = {}  # the varlen call's context keys/values and row bounds, set around each forward
-
-
-def _register_varlen() -> None:
-    """`VARLEN`: rows packed into one sequence; row r attends to its question's cached context and to itself
-    up to the token (flash attention's varlen kernel, causal = lower-right aligned). On a CPU, SDPA row by row."""
-    from transformers import AttentionInterface, AttentionMaskInterface
-
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        varlen_attn = None
-
-    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
-        ctx, rows = _packed["kv"], _packed["rows"]  # ctx[question][layer] = (k, v) as [n, H, D]; rows: (question, a, b)
-        q, k, v = query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1)  # [T, H, D]
-        groups = q.shape[1] // k.shape[1]
-        keys, values, cu_k = [], [], [0]
-        for question, a, b in rows:
-            ck, cv = ctx[question][module.layer_idx]
-            keys += [ck, k[a:b]]
-            values += [cv, v[a:b]]
-            cu_k.append(cu_k[-1] + len(ck) + b - a)
-        k_all, v_all = torch.cat(keys), torch.cat(values)
-        if groups > 1:
-            k_all, v_all = k_all.repeat_interleave(groups, dim=1), v_all.repeat_interleave(groups, dim=1)
-        cu_q = [0] + [b for _, _, b in rows]
-        if q.is_cuda and varlen_attn is not None:
-            import inspect
-
-            params = inspect.signature(varlen_attn).parameters  # PyTorch 2.10 has is_causal, later window_size
-            kwargs = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
-            if "scale" in params:
-                kwargs["scale"] = scaling
-            elif scaling is not None and abs(scaling - q.shape[-1] ** -0.5) > 1e-12:
-                raise SystemExit("this PyTorch's varlen_attn takes no scale, and the model's is not head_dim**-0.5")
-            out = varlen_attn(q, k_all, v_all, torch.tensor(cu_q, device=q.device, dtype=torch.int32),
-                              torch.tensor(cu_k, device=q.device, dtype=torch.int32),
-                              max(b - a for _, a, b in rows), max(y - x for x, y in zip(cu_k, cu_k[1:])), **kwargs)
-        else:
-            from torch.nn.attention.bias import causal_lower_right
-
-            out = torch.empty_like(q)
-            for (_, a, b), x, y in zip(rows, cu_k, cu_k[1:]):
-                out[a:b] = F.scaled_dot_product_attention(
-                    q[a:b].transpose(0, 1), k_all[x:y].transpose(0, 1), v_all[x:y].transpose(0, 1),
-                    attn_mask=causal_lower_right(b - a, y - x), scale=scaling).transpose(0, 1)
-        return out[None], None
-
-    AttentionInterface.register(VARLEN, attention)
-    AttentionMaskInterface.register(VARLEN, lambda *a, **k: None)
+def _padded(rows: list[list[int]], device) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.stack([F.pad(torch.tensor(r, dtype=torch.long), (0, width - len(r))) for r in rows]).to(device)
 
 
 @torch.no_grad()
-def candidate_varlen(model, questions) -> list[torch.Tensor]:
-    """Each context once (default attention, one row); then every continuation of every question packed into
-    one varlen forward pass, each attending to its question's cached context."""
+def over_contexts(model, questions, per_question: bool) -> list[torch.Tensor]:
+    """Contexts right-padded into one batch (stock's kernel); then every continuation as a row over its
+    context's cached keys/values (`cached_rows`), all questions' rows in one pass or one pass per question."""
+    from firefly_eval.cached_rows import pool_of, rows_over
+
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    kv, first_logits = [], []
-    for ctx, _ in questions:
-        first = decoder(input_ids=torch.tensor([ctx], device=model.device), use_cache=True)
-        kv.append([(layer.keys[0].transpose(0, 1), layer.values[0].transpose(0, 1)) for layer in first.cache.layers])
-        first_logits.append(head(first.last_hidden_state[:, -1])[0])
-    tokens, positions, rows, where = [], [], [], {}
-    for qi, (ctx, conts) in enumerate(questions):
-        for k, c in enumerate(conts):
-            if len(c) > 1:
-                a = len(tokens)
-                tokens += c[:-1]
-                positions += range(len(ctx), len(ctx) + len(c) - 1)
-                rows.append((qi, a, len(tokens)))
-                where[qi, k] = a
-    logits = None
-    if rows:
-        _packed.update(kv=kv, rows=rows)
-        model.set_attn_implementation(VARLEN)
-        try:
-            hidden = decoder(input_ids=torch.tensor([tokens], device=model.device),
-                             position_ids=torch.tensor([positions], device=model.device),
-                             use_cache=False).last_hidden_state[0]
-        finally:
-            model.set_attn_implementation("sdpa")
-            _packed.clear()
-        logits = head(hidden)
-    out = []
-    for qi, (_, conts) in enumerate(questions):
-        for k, c in enumerate(conts):
-            rows_logits = [first_logits[qi][None]]
-            if len(c) > 1:
-                rows_logits.append(logits[where[qi, k]:where[qi, k] + len(c) - 1])
-            logp = F.log_softmax(torch.cat(rows_logits), dim=-1)
-            out.append(logp.gather(1, torch.tensor(c, device=model.device)[:, None]).squeeze(1).float().cpu())
-    return out
+    out = {}
+    for first_q in range(0, len(questions), 1 if per_question else len(questions)):
+        group = questions[first_q:first_q + (1 if per_question else len(questions))]
+        ctxs = [c for c, _ in group]
+        width = max(len(c) for c in ctxs)
+        first = decoder(input_ids=_padded(ctxs, model.device), use_cache=True)
+        pool = pool_of([(layer.keys, layer.values) for layer in first.cache.layers])
+        lens = torch.tensor([len(c) for c in ctxs], device=model.device)
+        first_logits = head(first.last_hidden_state[torch.arange(len(ctxs), device=model.device), lens - 1])
+        rows = [(qi, k, c) for qi, (_, conts) in enumerate(group) for k, c in enumerate(conts) if len(c) > 1]
+        hidden = None
+        if rows:
+            own = max(len(c) - 1 for _, _, c in rows)
+            cached = [qi * width + torch.arange(len(ctxs[qi])) for qi, _, _ in rows]
+            positions = torch.stack([len(ctxs[qi]) + torch.arange(own) for qi, _, _ in rows]).to(model.device)
+            with rows_over(model, pool, cached, own):
+                hidden = decoder(input_ids=_padded([c[:-1] for _, _, c in rows], model.device),
+                                 position_ids=positions, use_cache=False).last_hidden_state
+        where = {(qi, k): r for r, (qi, k, _) in enumerate(rows)}
+        for qi, (_, conts) in enumerate(group):
+            for k, c in enumerate(conts):
+                logits = first_logits[qi][None]
+                if len(c) > 1:
+                    logits = torch.cat([logits, head(hidden[where[qi, k], :len(c) - 1])])
+                logp = F.log_softmax(logits, dim=-1)
+                out[first_q + qi, k] = logp.gather(1, torch.tensor(c, device=model.device)[:, None]).squeeze(1)
+    return [out[key].float().cpu() for key in sorted(out)]
 
 
 @torch.no_grad()
-def candidate_shared_prefix(model, questions, prefix_len: int, batch: int) -> list[torch.Tensor]:
-    """MMLU's layout: one cached prefix for every question; questions (one-token continuations) batched."""
+def over_prefix(model, questions, prefix_len: int, batch: int) -> list[torch.Tensor]:
+    """MMLU's layout: one cached few-shot prefix; each question's own tokens a row over it (one-token
+    continuations, so the context's last position is what is scored)."""
+    from firefly_eval.cached_rows import pool_of, rows_over
+
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     pre = decoder(input_ids=torch.tensor([questions[0][0][:prefix_len]], device=model.device), use_cache=True)
-    kv = [(layer.keys, layer.values) for layer in pre.cache.layers]
-    scores: dict[int, torch.Tensor] = {}
+    pool = pool_of([(layer.keys, layer.values) for layer in pre.cache.layers])
+    out = []
     for s in range(0, len(questions), batch):
         chunk = questions[s:s + batch]
         own = [ctx[prefix_len:] for ctx, _ in chunk]
         width = max(len(x) for x in own)
-        rows = torch.stack([F.pad(torch.tensor(x), (0, width - len(x))) for x in own]).to(model.device)
-        logp = F.log_softmax(head(over_cached(model, rows, kv)), dim=-1)
-        for r, (x, (_, conts)) in enumerate(zip(own, chunk)):
-            for k, c in enumerate(conts):
-                scores[(s + r) * len(conts) + k] = logp[r, len(x) - 1, c[0]].float().cpu()[None]
-    return [scores[i] for i in range(len(scores))]
+        positions = (prefix_len + torch.arange(width)).expand(len(chunk), -1).to(model.device)
+        with rows_over(model, pool, [torch.arange(prefix_len)] * len(chunk), width):
+            hidden = decoder(input_ids=_padded(own, model.device), position_ids=positions,
+                             use_cache=False).last_hidden_state
+        last = hidden[torch.arange(len(chunk), device=model.device),
+                      torch.tensor([len(x) - 1 for x in own], device=model.device)]
+        logp = F.log_softmax(head(last), dim=-1)
+        for r, (_, conts) in enumerate(chunk):
+            out += [logp[r, c[0]].float().cpu()[None] for c in conts]
+    return out
 
 
 def compare(ref: list[torch.Tensor], other: list[torch.Tensor], dtype: torch.dtype) -> dict:
@@ -262,8 +177,6 @@ def main() -> None:
 
     model, tok, _ = checkpoints.load(args.model_dir)
     model.eval()
-    _register_lower_right()
-    _register_varlen()
     vocab = model.config.vocab_size
     gpu = torch.cuda.is_available()
     ctx_len, pre_len = ((900, 1400), 500) if gpu else ((40, 70), 24)
@@ -274,22 +187,30 @@ def main() -> None:
     for name, qs in (("multi-token continuations (ARC-like)", arc), ("shared prefix (MMLU-like)", mmlu)):
         reqs = requests_of(qs)
         ref = stock(model, reqs, batch=32)
-        rows = {"stock, batch 7": stock(model, reqs, batch=7)}
+        runs = {"stock, batch 7": lambda: stock(model, reqs, batch=7)}
         for backend in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"):
-            try:
-                with sdpa_kernel(getattr(SDPBackend, backend)):
-                    rows[f"stock, {backend} only"] = stock(model, reqs, batch=32)
-            except RuntimeError as e:
-                print(f"{name}: {backend}: {str(e).splitlines()[0][:120]}")
+            runs[f"stock, {backend} only"] = (backend, lambda: stock(model, reqs, batch=32))
+        runs["stock rows, output layer on scored only"] = lambda: stock_head_on_scored(model, reqs, batch=32)
         lm = FireflyLM(pretrained=model, tokenizer=tok, batch_size=32)
-        sums = lm._loglikelihood_tokens([(None, c, x) for c, x in reqs], disable_tqdm=True)
-        rows["FireflyLM as it is (sums)"] = [torch.tensor([s]) for s, _ in sums]
+        runs["FireflyLM as it is (sums)"] = lambda: [
+            torch.tensor([s]) for s, _ in lm._loglikelihood_tokens([(None, c, x) for c, x in reqs], disable_tqdm=True)]
         if qs is arc:
-            rows["candidate, head on full tensors"] = candidate(model, qs, head_on_full=True)
-            rows["candidate, head on scored positions"] = candidate(model, qs, head_on_full=False)
-            rows["candidate, all continuations one varlen pass"] = candidate_varlen(model, qs)
+            runs["contexts, then all continuations over cache"] = lambda: over_contexts(model, qs, False)
+            runs["the same, CUDNN only"] = ("CUDNN_ATTENTION", lambda: over_contexts(model, qs, False))
+            runs["per question, CUDNN only"] = ("CUDNN_ATTENTION", lambda: over_contexts(model, qs, True))
         else:
-            rows["candidate, shared prefix, 16 rows"] = candidate_shared_prefix(model, qs, len(prefix), 16)
+            runs["questions over cached prefix, 16 rows"] = lambda: over_prefix(model, qs, len(prefix), 16)
+            runs["the same, CUDNN only"] = ("CUDNN_ATTENTION", lambda: over_prefix(model, qs, len(prefix), 16))
+            runs["all rows at once, CUDNN only"] = ("CUDNN_ATTENTION",
+                                                    lambda: over_prefix(model, qs, len(prefix), len(qs)))
+        rows = {}
+        for label, run in runs.items():
+            backend, run = run if isinstance(run, tuple) else (None, run)
+            try:
+                with sdpa_kernel(getattr(SDPBackend, backend)) if backend else contextlib.nullcontext():
+                    rows[label] = run()
+            except RuntimeError as e:
+                print(f"{name}: {label}: {str(e).splitlines()[0][:120]}")
         results[name] = {}
         print(f"\n{name}: {len(reqs)} requests, against stock at batch 32 (dtype {model.dtype})")
         print(f"{'variant':<42}{'same tokens':>12}{'max|d token|':>14}{'max|d sum|':>12}{'same sums':>11}")

@@ -166,8 +166,8 @@ def test_lm_eval_exactness_runs_every_variant(tiny_llama, tmp_path):
     _run("bench/lm_eval_exactness.py", "--model-dir", tiny_llama, "--questions", 4, "--json", report)
     result = json.loads(report.read_text())
     arc, mmlu = result["multi-token continuations (ARC-like)"], result["shared prefix (MMLU-like)"]
-    assert {"candidate, head on scored positions", "candidate, all continuations one varlen pass"} <= set(arc)
-    assert "candidate, shared prefix, 16 rows" in mmlu
+    assert {"stock rows, output layer on scored only", "contexts, then all continuations over cache"} <= set(arc)
+    assert "questions over cached prefix, 16 rows" in mmlu
     assert arc["stock, FLASH_ATTENTION only"]["identical_tokens"] is True
     for variants in (arc, mmlu):
         assert all(v["max_abs_token_logprob_diff"] < 1e-4 for v in variants.values())
