@@ -33,11 +33,12 @@ from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
 from firefly_core.errors import FireflyError
+from firefly_eval.cached_rows import pool_of, rows_over
 from firefly_eval.prefix_ppl import common_prefix_len
 
 MIN_SHARED_PREFIX = 64  # tokens; a shorter common prefix is not worth its own forward pass
 MIN_SHARING_QUESTIONS = 8  # fewer (random few-shot draws that happen to start alike) are batched with the rest
-MAX_BATCH_TOKENS = 32768  # rows x padded length (cached prefix included) per forward pass
+MAX_BATCH_TOKENS = 131072  # key positions per batch: (questions + continuation rows) x padded context length
 
 
 @dataclass
@@ -133,9 +134,9 @@ class FireflyLM(HFLM):
                     desc="Running loglikelihood requests (grouped)")
         for group in group_shared_prefixes(list(questions.values())):
             prefix = group[0].context[:group[0].prefix_len]
-            cache = self._prefix_cache(prefix) if prefix else None
-            for batch in self._batches(group, requests, len(prefix), rows):
-                for i, res in self._score(batch, requests, cache):
+            pool = self._prefix_pool(prefix) if prefix else None
+            for batch in self._batches(group, requests, rows):
+                for i, res in self._score(batch, requests, pool):
                     results[i] = res
                     if requests[i][0] is not None:
                         self.cache_hook.add_partial("loglikelihood", requests[i][0], res)
@@ -143,16 +144,20 @@ class FireflyLM(HFLM):
         pbar.close()
         return results
 
-    def _row_length(self, q: _Question, requests) -> int:
-        return len(q.context) - q.prefix_len + sum(len(requests[i][2]) - 1 for i in q.requests)
+    def _batch_keys(self, batch: list[_Question], requests) -> int:
+        """Key positions the batch's two passes attend over: its contexts, and each continuation of more than one
+        token as a row of its own (context, prefix and padding included)."""
+        width = max(len(q.context) for q in batch)
+        own = max((len(requests[i][2]) - 1 for q in batch for i in q.requests), default=0)
+        rows = sum(len(requests[i][2]) > 1 for q in batch for i in q.requests)
+        return len(batch) * width + rows * (width + own)
 
-    def _batches(self, group: list[_Question], requests, prefix_len: int, max_rows: int | None):
-        """Longest rows first; each batch under `max_batch_tokens` (padded, prefix included) and `max_rows`."""
-        ordered = sorted(group, key=lambda q: -self._row_length(q, requests))
+    def _batches(self, group: list[_Question], requests, max_rows: int | None):
+        """Longest contexts first; each batch under `max_batch_tokens` key positions and `max_rows` questions."""
+        ordered = sorted(group, key=lambda q: -len(q.context))
         batch: list[_Question] = []
         for q in ordered:
-            width = prefix_len + self._row_length(batch[0] if batch else q, requests)
-            if batch and ((len(batch) + 1) * width > self.max_batch_tokens or len(batch) == max_rows):
+            if batch and (len(batch) == max_rows or self._batch_keys(batch + [q], requests) > self.max_batch_tokens):
                 yield batch
                 batch = []
             batch.append(q)
@@ -163,67 +168,82 @@ class FireflyLM(HFLM):
         return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                               enabled=self.mixed_precision_dtype is not None)
 
+    def _padded(self, rows: list) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        out = torch.zeros(len(rows), width, dtype=torch.long)
+        for r, row in enumerate(rows):
+            out[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+        return out.to(self.device)
+
     @torch.no_grad()
-    def _prefix_cache(self, prefix: tuple[int, ...]):
+    def _prefix_pool(self, prefix: tuple[int, ...]):
         with self._forward_context():
             out = self.model.get_decoder()(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
-        return [(layer.keys, layer.values) for layer in out.cache.layers]
+        return pool_of([(layer.keys, layer.values) for layer in out.cache.layers])
 
     @torch.no_grad()
-    def _score(self, batch: list[_Question], requests, prefix_kv):
-        """One forward pass over the batch's rows; yields (request index, (log-likelihood, is_greedy))."""
-        from transformers import DynamicCache
-
+    def _contexts(self, batch: list[_Question], prefix_pool):
+        """The batch's contexts (after the shared prefix), right-padded in one pass: HFLM's own layout and kernel
+        without a prefix, rows over the cached prefix with one. Returns (hidden state at each context's last
+        token, the pool of their keys/values, each question's pool positions in order)."""
         plen = batch[0].prefix_len
-        width = max(self._row_length(q, requests) for q in batch)
-        tokens = torch.zeros(len(batch), width, dtype=torch.long)
-        segment = torch.full((len(batch), width), -1, dtype=torch.long)  # 0: context, k: k-th continuation
-        position = torch.zeros(len(batch), width, dtype=torch.long)
-        scored_row, scored_col, targets, spans = [], [], [], []
-        for r, q in enumerate(batch):
-            ctx = q.context[plen:]
-            n = len(ctx)
-            tokens[r, :n] = torch.tensor(ctx)
-            segment[r, :n] = 0
-            position[r, :n] = torch.arange(plen, plen + n)
-            col = n
-            for k, i in enumerate(q.requests, 1):
-                cont = requests[i][2]
-                m = len(cont) - 1
-                tokens[r, col:col + m] = torch.tensor(cont[:-1], dtype=torch.long)
-                segment[r, col:col + m] = k
-                position[r, col:col + m] = torch.arange(plen + n, plen + n + m)
-                start = len(targets)
-                scored_row += [r] * (m + 1)
-                scored_col += [n - 1, *range(col, col + m)]
-                targets += cont
-                spans.append((i, start, len(targets)))
-                col += m
-        segment, position = segment.to(self.device), position.to(self.device)
-        mask = self._attention_mask(segment, position, plen)
-        cache = None
-        if prefix_kv is not None:
-            cache = DynamicCache(ddp_cache_data=[(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
-                                                 for k, v in prefix_kv])
+        ctxs = [q.context[plen:] for q in batch]
+        width = max(len(c) for c in ctxs)
+        tokens, decoder = self._padded(ctxs), self.model.get_decoder()
+        if prefix_pool is None:
+            out = decoder(input_ids=tokens, use_cache=True)
+            pool = pool_of([(layer.keys, layer.values) for layer in out.cache.layers])
+            first = 0
+        else:
+            positions = (plen + torch.arange(width, device=self.device)).expand(len(batch), -1)
+            with rows_over(self.model, prefix_pool, [torch.arange(plen)] * len(batch), width, capture=True) as own:
+                out = decoder(input_ids=tokens, position_ids=positions, use_cache=False)
+            pool = [(torch.cat([pk, nk], dim=1), torch.cat([pv, nv], dim=1))
+                    for (pk, pv), (nk, nv) in zip(prefix_pool, pool_of(own))]
+            first = plen
+        cached = [torch.cat([torch.arange(plen), first + r * width + torch.arange(len(c))]) for r, c in enumerate(ctxs)]
+        lens = torch.tensor([len(c) for c in ctxs], device=self.device)
+        last = out.last_hidden_state[torch.arange(len(batch), device=self.device), lens - 1]
+        return last, pool, cached
+
+    @torch.no_grad()
+    def _score(self, batch: list[_Question], requests, prefix_pool):
+        """Two passes: the contexts, then every continuation (minus its last token) as a row over its context's
+        cached keys/values; yields (request index, (log-likelihood, is_greedy))."""
         with self._forward_context():
-            hidden = self.model.get_decoder()(input_ids=tokens.to(self.device), attention_mask=mask,
-                                              position_ids=position, cache=cache,
-                                              use_cache=cache is not None).last_hidden_state
-            picked = hidden[torch.tensor(scored_row, device=self.device), torch.tensor(scored_col, device=self.device)]
-            logits = self.model.get_output_embeddings()(picked)
+            last, pool, cached = self._contexts(batch, prefix_pool)
+            rows = [(r, i) for r, q in enumerate(batch) for i in q.requests if len(requests[i][2]) > 1]
+            hidden = None
+            if rows:
+                own = max(len(requests[i][2]) - 1 for _, i in rows)
+                positions = torch.stack([len(batch[r].context) + torch.arange(own) for r, _ in rows]).to(self.device)
+                with rows_over(self.model, pool, [cached[r] for r, _ in rows], own):
+                    hidden = self.model.get_decoder()(
+                        input_ids=self._padded([requests[i][2][:-1] for _, i in rows]), position_ids=positions,
+                        use_cache=False).last_hidden_state
+            row_of = {i: k for k, (_, i) in enumerate(rows)}
+            picked_row, picked_col, targets, spans = [], [], [], []
+            for r, q in enumerate(batch):
+                for i in q.requests:
+                    cont = requests[i][2]
+                    start = len(targets)
+                    targets += cont
+                    picked_row += [row_of.get(i, -1)] * (len(cont) - 1)
+                    picked_col += range(len(cont) - 1)
+                    spans.append((i, r, start, len(targets)))
+            firsts = last[torch.tensor([r for _, r, _, _ in spans], device=self.device)]
+            rest = (hidden[torch.tensor(picked_row, device=self.device), torch.tensor(picked_col, device=self.device)]
+                    if picked_row else last[:0])
+            logits = self.model.get_output_embeddings()(torch.cat([firsts, rest]))
         logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+        # row k of `logits`: the first token of span k, then the later tokens of every span in order
+        order, later = [], len(spans)
+        for k, (_, _, start, end) in enumerate(spans):
+            order += [k, *range(later, later + end - start - 1)]
+            later += end - start - 1
+        logprobs = logprobs[torch.tensor(order, device=self.device)]
         target = torch.tensor(targets, device=self.device)
         token_lp = logprobs.gather(1, target[:, None]).squeeze(1).cpu()
         greedy = (logprobs.argmax(dim=-1) == target).cpu()
-        for i, start, end in spans:
+        for i, _, start, end in spans:
             yield i, (float(token_lp[start:end].sum()), bool(greedy[start:end].all()))
-
-    def _attention_mask(self, segment: torch.Tensor, position: torch.Tensor, prefix_len: int) -> torch.Tensor:
-        """[rows, 1, width, prefix + width] additive mask: a token sees the prefix, the context up to itself and
-        its own continuation up to itself. Padding (segment -1) sees only padding, so no row is empty."""
-        same = (segment[:, None, :] == 0) | (segment[:, None, :] == segment[:, :, None])
-        allowed = same & (position[:, None, :] <= position[:, :, None])
-        allowed = torch.cat([allowed.new_ones(*allowed.shape[:2], prefix_len), allowed], dim=2)
-        dtype = self.model.dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-        return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
