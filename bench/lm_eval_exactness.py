@@ -155,6 +155,48 @@ def over_prefix(model, questions, prefix_len: int, batch: int) -> list[torch.Ten
     return out
 
 
+@contextlib.contextmanager
+def attention_as(name: str, function):
+    """Within the block, attention implementation `name` is `function` (restored afterwards)."""
+    from transformers import AttentionInterface
+
+    previous = AttentionInterface._global_mapping.get(name)
+    AttentionInterface.register(name, function)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            AttentionInterface.register(name, previous)
+
+
+def _rows_is_causal(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
+    """cached_rows' keys, but SDPA's own `is_causal` instead of the mask: right only where every row has the same
+    number of cached positions and the kernel aligns the causal diagonal bottom-right."""
+    from firefly_eval.cached_rows import keys_values
+
+    k, v = keys_values(module, key, value)
+    out = F.scaled_dot_product_attention(query, k, v, is_causal=True, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _causal_as_mask(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
+    """Stock's rows, but the causal rule given as an additive mask (the kernel cached_rows needs)."""
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    n = query.shape[2]
+    allowed = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
+    mask = torch.zeros(n, n, dtype=query.dtype, device=query.device).masked_fill_(~allowed, torch.finfo(query.dtype).min)
+    groups = getattr(module, "num_key_value_groups", 1)
+    out = F.scaled_dot_product_attention(query, repeat_kv(key, groups), repeat_kv(value, groups), attn_mask=mask,
+                                         scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _with_attention(name: str, function, run):
+    with attention_as(name, function):  # transformers looks the function up at each call
+        return run()
+
+
 def compare(ref: list[torch.Tensor], other: list[torch.Tensor], dtype: torch.dtype) -> dict:
     """Per token, and per request summed in `dtype` as HFLM sums (`float(logprobs.sum())` in the model's dtype)."""
     token = max(float((a - b).abs().max()) for a, b in zip(ref, other))
@@ -173,6 +215,7 @@ def main() -> None:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from firefly_eval import checkpoints
+    from firefly_eval.cached_rows import ATTENTION
     from firefly_eval.lm_eval_model import FireflyLM
 
     model, tok, _ = checkpoints.load(args.model_dir)
@@ -194,11 +237,17 @@ def main() -> None:
         lm = FireflyLM(pretrained=model, tokenizer=tok, batch_size=32)
         runs["FireflyLM as it is (sums)"] = lambda: [
             torch.tensor([s]) for s, _ in lm._loglikelihood_tokens([(None, c, x) for c, x in reqs], disable_tqdm=True)]
+        runs["stock rows, causal as a mask, CUDNN only"] = ("CUDNN_ATTENTION", lambda: _with_attention(
+            "sdpa", _causal_as_mask, lambda: stock(model, reqs, batch=32)))
         if qs is arc:
+            runs["per question, is_causal, CUDNN only"] = ("CUDNN_ATTENTION", lambda: _with_attention(
+                ATTENTION, _rows_is_causal, lambda: over_contexts(model, qs, True)))
             runs["contexts, then all continuations over cache"] = lambda: over_contexts(model, qs, False)
             runs["the same, CUDNN only"] = ("CUDNN_ATTENTION", lambda: over_contexts(model, qs, False))
             runs["per question, CUDNN only"] = ("CUDNN_ATTENTION", lambda: over_contexts(model, qs, True))
         else:
+            runs["over cached prefix, is_causal, CUDNN only"] = ("CUDNN_ATTENTION", lambda: _with_attention(
+                ATTENTION, _rows_is_causal, lambda: over_prefix(model, qs, len(prefix), 16)))
             runs["questions over cached prefix, 16 rows"] = lambda: over_prefix(model, qs, len(prefix), 16)
             runs["the same, CUDNN only"] = ("CUDNN_ATTENTION", lambda: over_prefix(model, qs, len(prefix), 16))
             runs["all rows at once, CUDNN only"] = ("CUDNN_ATTENTION",

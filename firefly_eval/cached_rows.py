@@ -36,7 +36,8 @@ class _Rows:
 _active: list[_Rows] = []
 
 
-def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
+def keys_values(module, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The active rows' full keys and values `[rows, heads, width, dim]`: cached positions, then their own."""
     from transformers.integrations.sdpa_attention import repeat_kv
 
     spec = _active[-1]
@@ -47,18 +48,22 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     full = []
     for pooled, new in ((pool_k, key), (pool_v, value)):
         source = torch.cat([pooled, new.transpose(0, 1).reshape(heads, rows * own, dim)], dim=1)
-        full.append(source[:, spec.index].transpose(0, 1))  # [rows, heads, width, dim]
-    groups = getattr(module, "num_key_value_groups", 1)
-    k, v = repeat_kv(full[0], groups), repeat_kv(full[1], groups)
-    out = F.scaled_dot_product_attention(query, k, v, attn_mask=spec.mask, scale=scaling)
+        full.append(repeat_kv(source[:, spec.index].transpose(0, 1), getattr(module, "num_key_value_groups", 1)))
+    return full[0], full[1]
+
+
+def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
+    k, v = keys_values(module, key, value)
+    out = F.scaled_dot_product_attention(query, k, v, attn_mask=_active[-1].mask, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
 
 
 def _register() -> None:
     from transformers import AttentionInterface, AttentionMaskInterface
 
-    AttentionInterface.register(ATTENTION, _attention)
-    AttentionMaskInterface.register(ATTENTION, lambda *a, **k: None)
+    if ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(ATTENTION, _attention)
+        AttentionMaskInterface.register(ATTENTION, lambda *a, **k: None)
 
 
 def layout(cached: list[torch.Tensor], own: int, pool_size: int, dtype: torch.dtype,

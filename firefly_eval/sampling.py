@@ -11,6 +11,7 @@ from __future__ import annotations
 MASK32 = 0xFFFFFFFF
 _MUL = 0x45D9F3B  # below 2**31: a product with a 32-bit value stays inside int64
 _GOLDEN = 0x9E3779B9
+_ONE = 2**40  # probability 1 in the fixed-point cumulative sum of the top-p cut
 
 
 def mix32(x):
@@ -49,7 +50,11 @@ class ItemSampler:
             # stable: bf16 logits tie often, and an unstable (CUDA) sort orders tied tokens differently from
             # one row position to another, which would move the top-p cut between equal scores
             sorted_scores, order = torch.sort(scores, dim=-1, stable=True)
-            drop_sorted = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1) <= 1 - self.top_p
+            # cumulative probability in fixed point: a floating-point cumsum on CUDA adds in a run-dependent
+            # order, and one rounding moves the cut (the ninth session saw a sampled run not repeat itself);
+            # int64 sums are exact in any order
+            fixed = (torch.softmax(sorted_scores, dim=-1).double() * _ONE).round().long()
+            drop_sorted = fixed.cumsum(dim=-1) <= round((1 - self.top_p) * _ONE)
             drop_sorted[:, -1] = False
             scores = scores.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
         return scores
