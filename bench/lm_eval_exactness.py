@@ -10,14 +10,16 @@ random-init anyway) and compares, per continuation token, stock's log-probabilit
 - stock's own layout at another batch size, and under each SDPA backend forced (which kernel stock runs);
 - stock's rows with the output layer on the scored positions only;
 - `FireflyLM` as it is (sums only);
-- `firefly_eval.cached_rows`: contexts right-padded in one batch (stock's kernel), then every continuation as a
-  row over its context's cached keys/values, keys laid out as in stock's row (an additive mask, so SDPA picks
-  a masked kernel: also forced to cuDNN, stock's kernel on an H200); all questions in one pass or one each;
+- stock's rows with the causal rule given as an additive mask, cuDNN forced (a masked kernel's rounding);
+- `firefly_eval.cached_rows`: contexts right-padded in one batch (stock's own call), then every continuation as
+  a row over its context's cached keys/values, with stock's attention call (keys laid out as in stock's row, the
+  row's queries at their positions, `is_causal`); all questions in one pass or one question per pass (fewer
+  rows in the linear layers' products);
 - MMLU's layout: one cached few-shot prefix, each question's own tokens a row over it.
 
-Call 3 of the eighth session (`bench/results/h200-2026-12-03-s8/call3_*`) found stock = cuDNN attention, and
-continuations over the cached context through flash attention (lower-right causal bias, or varlen) not
-bitwise equal (23/32 sums): the kernel, not the layout, was the first suspect.
+The eighth session's call 3 (`bench/results/h200-2026-12-03-s8/call3_*`) found stock = cuDNN's causal kernel and
+continuations over the cached context through flash attention (lower-right causal bias, or varlen) not bitwise
+equal; the ninth session's call 1, not with an additive mask either (`cached_rows`' first form).
 
     python bench/lm_eval_exactness.py --model-dir /tmp/l7 [--json out.json]
 """
@@ -169,16 +171,6 @@ def attention_as(name: str, function):
             AttentionInterface.register(name, previous)
 
 
-def _rows_is_causal(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
-    """cached_rows' keys, but SDPA's own `is_causal` instead of the mask: right only where every row has the same
-    number of cached positions and the kernel aligns the causal diagonal bottom-right."""
-    from firefly_eval.cached_rows import keys_values
-
-    k, v = keys_values(module, key, value)
-    out = F.scaled_dot_product_attention(query, k, v, is_causal=True, scale=scaling)
-    return out.transpose(1, 2).contiguous(), None
-
-
 def _causal_as_mask(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
     """Stock's rows, but the causal rule given as an additive mask (the kernel cached_rows needs)."""
     from transformers.integrations.sdpa_attention import repeat_kv
@@ -215,7 +207,6 @@ def main() -> None:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from firefly_eval import checkpoints
-    from firefly_eval.cached_rows import ATTENTION
     from firefly_eval.lm_eval_model import FireflyLM
 
     model, tok, _ = checkpoints.load(args.model_dir)
@@ -240,18 +231,11 @@ def main() -> None:
         runs["stock rows, causal as a mask, CUDNN only"] = ("CUDNN_ATTENTION", lambda: _with_attention(
             "sdpa", _causal_as_mask, lambda: stock(model, reqs, batch=32)))
         if qs is arc:
-            runs["per question, is_causal, CUDNN only"] = ("CUDNN_ATTENTION", lambda: _with_attention(
-                ATTENTION, _rows_is_causal, lambda: over_contexts(model, qs, True)))
             runs["contexts, then all continuations over cache"] = lambda: over_contexts(model, qs, False)
-            runs["the same, CUDNN only"] = ("CUDNN_ATTENTION", lambda: over_contexts(model, qs, False))
-            runs["per question, CUDNN only"] = ("CUDNN_ATTENTION", lambda: over_contexts(model, qs, True))
+            runs["the same, one question per pass"] = lambda: over_contexts(model, qs, True)
         else:
-            runs["over cached prefix, is_causal, CUDNN only"] = ("CUDNN_ATTENTION", lambda: _with_attention(
-                ATTENTION, _rows_is_causal, lambda: over_prefix(model, qs, len(prefix), 16)))
             runs["questions over cached prefix, 16 rows"] = lambda: over_prefix(model, qs, len(prefix), 16)
-            runs["the same, CUDNN only"] = ("CUDNN_ATTENTION", lambda: over_prefix(model, qs, len(prefix), 16))
-            runs["all rows at once, CUDNN only"] = ("CUDNN_ATTENTION",
-                                                    lambda: over_prefix(model, qs, len(prefix), len(qs)))
+            runs["the same, all rows in one pass"] = lambda: over_prefix(model, qs, len(prefix), len(qs))
         rows = {}
         for label, run in runs.items():
             backend, run = run if isinstance(run, tuple) else (None, run)

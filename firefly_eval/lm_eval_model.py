@@ -198,7 +198,7 @@ class FireflyLM(HFLM):
             positions = (plen + torch.arange(width, device=self.device)).expand(len(batch), -1)
             with rows_over(self.model, prefix_pool, [torch.arange(plen)] * len(batch), width, capture=True) as own:
                 out = decoder(input_ids=tokens, position_ids=positions, use_cache=False)
-            pool = [(torch.cat([pk, nk], dim=1), torch.cat([pv, nv], dim=1))
+            pool = [(torch.cat([pk, nk]), torch.cat([pv, nv]))
                     for (pk, pv), (nk, nv) in zip(prefix_pool, pool_of(own))]
             first = plen
         cached = [torch.cat([torch.arange(plen), first + r * width + torch.arange(len(c))]) for r, c in enumerate(ctxs)]

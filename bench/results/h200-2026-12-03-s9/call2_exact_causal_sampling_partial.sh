@@ -1,7 +1,8 @@
 # GPU call 2 (ninth session, issue 11). Call 1: stock = cuDNN's causal kernel; stock rows with the output layer on
 # the scored positions only are bitwise stock; rows over cached keys/values under an additive mask are not
-# (28/32), also with cuDNN forced. Now: is it the masked kernel (stock's rows with the causal rule as a mask),
-# and does cuDNN's own is_causal over cached keys (same cached length per batch) align bottom-right and match?
+# (28/32), also with cuDNN forced. Now cached_rows makes stock's own attention call (keys laid out as in stock's
+# row, the row's queries at their positions of a zero query tensor, is_causal), FireflyLM on it; and stock's rows
+# with the causal rule as an additive mask under cuDNN (is it the masked kernel?).
 # Sampling: call 1 found an eager sampled run not repeating itself (4/130); the top-p cut now sums in fixed
 # point (a float cumsum on CUDA is not deterministic). Then a GPU-bound leaderboard shard: HellaSwag docs 0-999
 # and all of TruthfulQA mc2, stock (batch auto) against ours.
