@@ -7,14 +7,15 @@ subject (5-shot, `first_n` sampler) or TruthfulQA (fixed 6-QA prompt) every ques
 prefix. `FireflyLM` keeps HFLM's tokenization, request splitting, truncation rule, softmax dtype and result
 format (it subclasses it) and changes only how the scores are computed:
 
-1. requests with the same context tokens form one *question*: its row holds the context once, then every
-   continuation (minus its last token) side by side; a 4-D attention mask lets each continuation see the
-   context and itself only, and position ids restart after the context, so each continuation is computed
-   exactly as if it followed the context alone;
-2. questions whose contexts share a long token prefix (an MMLU subject's few-shot block) run that prefix once
-   and attend to its cached keys/values;
-3. only the positions that are scored go through the output layer and the log-softmax;
-4. rows are sorted by length and batched under a token budget, so padding stays small.
+1. requests with the same context tokens form one *question*; a batch's contexts run once, right-padded,
+   exactly as HFLM runs its rows (so their keys/values and last hidden states are HFLM's);
+2. every continuation (minus its last token) then runs as a row of its own tokens over its context's cached
+   keys/values (`firefly_eval.cached_rows`: HFLM's own attention call, the linear layers on the new tokens only);
+3. questions whose contexts share a long token prefix (an MMLU subject's few-shot block, TruthfulQA's prompt)
+   run that prefix once; their contexts are rows over it;
+4. only the positions that are scored go through the output layer and the log-softmax (row-invariant: the
+   ninth session measured it bit for bit on an H200);
+5. questions are sorted by context length and batched under a budget of key positions, so padding stays small.
 
 Requests longer than the model's window (which HFLM truncates from the left per request) are left to HFLM's
 own code. `cached_templates()` additionally memoizes lm-eval's per-call Jinja compilation while contexts are
@@ -213,7 +214,7 @@ class FireflyLM(HFLM):
         with self._forward_context():
             last, pool, cached = self._contexts(batch, prefix_pool)
             rows = [(r, i) for r, q in enumerate(batch) for i in q.requests if len(requests[i][2]) > 1]
-            hidden = None
+            states, own = last, 0
             if rows:
                 own = max(len(requests[i][2]) - 1 for _, i in rows)
                 positions = torch.stack([len(batch[r].context) + torch.arange(own) for r, _ in rows]).to(self.device)
@@ -221,29 +222,23 @@ class FireflyLM(HFLM):
                     hidden = self.model.get_decoder()(
                         input_ids=self._padded([requests[i][2][:-1] for _, i in rows]), position_ids=positions,
                         use_cache=False).last_hidden_state
+                states = torch.cat([last, hidden.flatten(0, 1)])  # row k's token j at len(batch) + k * own + j
             row_of = {i: k for k, (_, i) in enumerate(rows)}
-            picked_row, picked_col, targets, spans = [], [], [], []
+            picked, targets, spans = [], [], []
             for r, q in enumerate(batch):
                 for i in q.requests:
                     cont = requests[i][2]
                     start = len(targets)
                     targets += cont
-                    picked_row += [row_of.get(i, -1)] * (len(cont) - 1)
-                    picked_col += range(len(cont) - 1)
-                    spans.append((i, r, start, len(targets)))
-            firsts = last[torch.tensor([r for _, r, _, _ in spans], device=self.device)]
-            rest = (hidden[torch.tensor(picked_row, device=self.device), torch.tensor(picked_col, device=self.device)]
-                    if picked_row else last[:0])
-            logits = self.model.get_output_embeddings()(torch.cat([firsts, rest]))
+                    picked.append(r)  # the first token: from the context's last hidden state
+                    if len(cont) > 1:
+                        base = len(batch) + row_of[i] * own
+                        picked += range(base, base + len(cont) - 1)
+                    spans.append((i, start, len(targets)))
+            logits = self.model.get_output_embeddings()(states[torch.tensor(picked, device=self.device)])
         logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
-        # row k of `logits`: the first token of span k, then the later tokens of every span in order
-        order, later = [], len(spans)
-        for k, (_, _, start, end) in enumerate(spans):
-            order += [k, *range(later, later + end - start - 1)]
-            later += end - start - 1
-        logprobs = logprobs[torch.tensor(order, device=self.device)]
         target = torch.tensor(targets, device=self.device)
         token_lp = logprobs.gather(1, target[:, None]).squeeze(1).cpu()
         greedy = (logprobs.argmax(dim=-1) == target).cpu()
-        for i, _, start, end in spans:
+        for i, start, end in spans:
             yield i, (float(token_lp[start:end].sum()), bool(greedy[start:end].all()))
