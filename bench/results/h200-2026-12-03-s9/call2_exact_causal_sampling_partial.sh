@@ -20,6 +20,6 @@ for mode in --no-compile ""; do
       --max-new-tokens 128 $mode --json $OUT/generate$mode.json > $OUT/generate$mode.log 2>&1
   echo "generate $mode rc=$? at $(( $(date +%s) - t0 )) s"; grep -a -v -i "warn" $OUT/generate$mode.log | tail -2
 done
-timeout $(( 580 - ($(date +%s) - t0) )) python3 bench/eval_throughput.py leaderboard --model-dir /tmp/l7 \
+timeout $(( 470 - ($(date +%s) - t0) )) python3 bench/eval_throughput.py leaderboard --model-dir /tmp/l7 \
     --data-dir .carry/data/english --tasks hellaswag truthfulqa_mc2 --docs 0:600 --json $OUT/lb_hs_tqa.json > $OUT/lb_hs_tqa.log 2>&1
 echo "leaderboard rc=$? at $(( $(date +%s) - t0 )) s"; grep -a -A6 "^unit" $OUT/lb_hs_tqa.log; grep -a "^\[" $OUT/lb_hs_tqa.log
