@@ -7,6 +7,7 @@
 # point (a float cumsum on CUDA is not deterministic). Then a GPU-bound leaderboard shard: HellaSwag docs 0-599
 # and all of TruthfulQA mc2, stock (batch auto) against ours.
 set -u
+BUDGET=${BUDGET:-400}  # seconds this call may run (device time left minus a start)
 source .carry/activate || exit 1
 python3 -m compileall -q /tmp/carry-site
 t0=$(date +%s)
@@ -15,11 +16,11 @@ cp --update=none .carry/data/tokenizers/chinese-llama2/* /tmp/l7/
 echo "model ready at $(( $(date +%s) - t0 )) s"
 timeout 150 python3 bench/lm_eval_exactness.py --model-dir /tmp/l7 --json $OUT/exactness.json > $OUT/exactness.log 2>&1
 echo "exactness rc=$? at $(( $(date +%s) - t0 )) s"; grep -a -B2 -A16 "^variant" $OUT/exactness.log; grep -a "only: \|Error" $OUT/exactness.log | head
-for mode in --no-compile ""; do
+for mode in "" --no-compile; do
   timeout 100 python3 bench/eval_throughput.py generate --model-dir /tmp/l7 --reference-items 0 --no-plain \
       --max-new-tokens 128 $mode --json $OUT/generate$mode.json > $OUT/generate$mode.log 2>&1
   echo "generate $mode rc=$? at $(( $(date +%s) - t0 )) s"; grep -a -v -i "warn" $OUT/generate$mode.log | tail -2
 done
-timeout $(( 470 - ($(date +%s) - t0) )) python3 bench/eval_throughput.py leaderboard --model-dir /tmp/l7 \
+timeout $(( ${BUDGET:-400} - ($(date +%s) - t0) )) python3 bench/eval_throughput.py leaderboard --model-dir /tmp/l7 \
     --data-dir .carry/data/english --tasks hellaswag truthfulqa_mc2 --docs 0:600 --json $OUT/lb_hs_tqa.json > $OUT/lb_hs_tqa.log 2>&1
 echo "leaderboard rc=$? at $(( $(date +%s) - t0 )) s"; grep -a -A6 "^unit" $OUT/lb_hs_tqa.log; grep -a "^\[" $OUT/lb_hs_tqa.log
