@@ -39,6 +39,7 @@ from firefly_eval.prefix_ppl import common_prefix_len
 
 MIN_SHARED_PREFIX = 64  # tokens; a shorter common prefix is not worth its own forward pass
 MIN_SHARING_QUESTIONS = 8  # fewer (random few-shot draws that happen to start alike) are batched with the rest
+MIN_PASS_TOKENS = 2048  # on a GPU, token rows per forward pass at the least: fewer get dummy rows (`_padded`)
 MAX_BATCH_TOKENS = 131072  # key positions per batch: (questions + continuation rows) x padded context length
 
 
@@ -95,13 +96,17 @@ class FireflyLM(HFLM):
 
     `batch_size` counts questions (rows) per forward pass ('auto': as many as `max_batch_tokens` allows)."""
 
-    def __init__(self, *args, max_batch_tokens: int = MAX_BATCH_TOKENS, **kwargs):
+    def __init__(self, *args, max_batch_tokens: int = MAX_BATCH_TOKENS, min_pass_tokens: int | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         if self.backend != "causal":
             raise FireflyError("FireflyLM scores causal language models only")
         if getattr(self.model.config, "final_logit_softcapping", None):
             raise FireflyError("FireflyLM applies the output layer itself: logit soft-capping is not supported")
         self.max_batch_tokens = max_batch_tokens
+        # the floor is for GPU kernels' choices; on a CPU the dummy rows would only cost time
+        self.min_pass_tokens = min_pass_tokens if min_pass_tokens is not None else (
+            MIN_PASS_TOKENS if self.device.type == "cuda" else 0)
         self._encode_cached = functools.lru_cache(maxsize=4096)(self._encode_uncached)
 
     # --- tokenization: a question's context is encoded once for all its choices --------------------------
@@ -170,8 +175,12 @@ class FireflyLM(HFLM):
                               enabled=self.mixed_precision_dtype is not None)
 
     def _padded(self, rows: list) -> torch.Tensor:
+        """Right-padded token rows, then all-padding rows up to `min_pass_tokens`: with few rows the linear
+        layers' products take other kernels than HFLM's large batches do, and round differently (on an H200
+        one question's continuations per pass, about 80 token rows, were not bit for bit HFLM's; passes of
+        1,920 and more were: `bench/NOTES.md`, ninth session)."""
         width = max(len(r) for r in rows)
-        out = torch.zeros(len(rows), width, dtype=torch.long)
+        out = torch.zeros(max(len(rows), -(-self.min_pass_tokens // width)), width, dtype=torch.long)
         for r, row in enumerate(rows):
             out[r, :len(row)] = torch.tensor(row, dtype=torch.long)
         return out.to(self.device)
@@ -179,8 +188,8 @@ class FireflyLM(HFLM):
     @torch.no_grad()
     def _prefix_pool(self, prefix: tuple[int, ...]):
         with self._forward_context():
-            out = self.model.get_decoder()(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
-        return pool_of([(layer.keys, layer.values) for layer in out.cache.layers])
+            out = self.model.get_decoder()(input_ids=self._padded([prefix]), use_cache=True)
+        return pool_of([(layer.keys[:1], layer.values[:1]) for layer in out.cache.layers])
 
     @torch.no_grad()
     def _contexts(self, batch: list[_Question], prefix_pool):
@@ -196,8 +205,8 @@ class FireflyLM(HFLM):
             pool = pool_of([(layer.keys, layer.values) for layer in out.cache.layers])
             first = 0
         else:
-            positions = (plen + torch.arange(width, device=self.device)).expand(len(batch), -1)
-            with rows_over(self.model, prefix_pool, [torch.arange(plen)] * len(batch), width, capture=True) as own:
+            positions = (plen + torch.arange(width, device=self.device)).expand(len(tokens), -1)
+            with rows_over(self.model, prefix_pool, [torch.arange(plen)] * len(tokens), width, capture=True) as own:
                 out = decoder(input_ids=tokens, position_ids=positions, use_cache=False)
             pool = [(torch.cat([pk, nk]), torch.cat([pv, nv]))
                     for (pk, pv), (nk, nv) in zip(prefix_pool, pool_of(own))]
@@ -216,12 +225,13 @@ class FireflyLM(HFLM):
             rows = [(r, i) for r, q in enumerate(batch) for i in q.requests if len(requests[i][2]) > 1]
             states, own = last, 0
             if rows:
-                own = max(len(requests[i][2]) - 1 for _, i in rows)
-                positions = torch.stack([len(batch[r].context) + torch.arange(own) for r, _ in rows]).to(self.device)
-                with rows_over(self.model, pool, [cached[r] for r, _ in rows], own):
-                    hidden = self.model.get_decoder()(
-                        input_ids=self._padded([requests[i][2][:-1] for _, i in rows]), position_ids=positions,
-                        use_cache=False).last_hidden_state
+                tokens = self._padded([requests[i][2][:-1] for _, i in rows])
+                own, dummies = tokens.shape[1], len(tokens) - len(rows)  # dummy rows: their own tokens only
+                positions = torch.stack([len(batch[r].context) + torch.arange(own) for r, _ in rows]
+                                        + [torch.arange(own)] * dummies).to(self.device)
+                with rows_over(self.model, pool, [cached[r] for r, _ in rows] + [torch.arange(0)] * dummies, own):
+                    hidden = self.model.get_decoder()(input_ids=tokens, position_ids=positions,
+                                                      use_cache=False).last_hidden_state
                 states = torch.cat([last, hidden.flatten(0, 1)])  # row k's token j at len(batch) + k * own + j
             row_of = {i: k for k, (_, i) in enumerate(rows)}
             picked, targets, spans = [], [], []

@@ -50,9 +50,9 @@ class ItemSampler:
             # stable: bf16 logits tie often, and an unstable (CUDA) sort orders tied tokens differently from
             # one row position to another, which would move the top-p cut between equal scores
             sorted_scores, order = torch.sort(scores, dim=-1, stable=True)
-            # cumulative probability in fixed point: a floating-point cumsum on CUDA adds in a run-dependent
-            # order, and one rounding moves the cut (the ninth session saw a sampled run not repeat itself);
-            # int64 sums are exact in any order
+            # cumulative probability in fixed point: PyTorch documents a floating-point cumsum on CUDA as
+            # nondeterministic, and one rounding moves the cut; int64 sums are exact in any order (this alone did
+            # not make a GPU run repeat itself: bench/NOTES.md, ninth session)
             fixed = (torch.softmax(sorted_scores, dim=-1).double() * _ONE).round().long()
             drop_sorted = fixed.cumsum(dim=-1) <= round((1 - self.top_p) * _ONE)
             drop_sorted[:, -1] = False

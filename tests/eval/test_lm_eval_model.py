@@ -64,10 +64,11 @@ def _greedy(model, tokens: list[int], n: int) -> list[int]:
     return out[0, len(tokens):].tolist()
 
 
-@pytest.mark.parametrize("batch_size, max_batch_tokens", [("auto", 300), (1, 32768)])
-def test_token_requests_greedy_shared_prefix_and_truncation(loaded, batch_size, max_batch_tokens):
+@pytest.mark.parametrize("batch_size, max_batch_tokens, min_pass_tokens", [("auto", 300, None), (1, 32768, 2048)])
+def test_token_requests_greedy_shared_prefix_and_truncation(loaded, batch_size, max_batch_tokens, min_pass_tokens):
     """Greedy continuations (is_greedy True, one and several tokens), contexts sharing a long prefix and some
-    not, several continuations per context, and requests over the window that HFLM truncates from the left."""
+    not, several continuations per context, and requests over the window that HFLM truncates from the left;
+    with and without dummy rows filling each pass up to a GPU's floor of token rows."""
     import random
 
     model, _ = loaded
@@ -82,7 +83,8 @@ def test_token_requests_greedy_shared_prefix_and_truncation(loaded, batch_size, 
         greedy = _greedy(model, ctx, 3)
         conts = [greedy[:1], greedy, [rnd.randrange(5, 1000) for _ in range(rnd.randrange(1, 6))], greedy[:2] + [7]]
         requests += [((None, None), ctx, cont) for cont in conts]
-    hf, ff = _both(loaded, batch_size, max_batch_tokens=max_batch_tokens)
+    hf, ff = _both(loaded, batch_size, max_batch_tokens=max_batch_tokens, min_pass_tokens=min_pass_tokens)
+    assert ff.min_pass_tokens == (min_pass_tokens or 0)  # no floor by default on a CPU
     long_ctx = [rnd.randrange(5, 1000) for _ in range(hf.max_length + 3)]
     requests += [((None, None), long_ctx, [11, 12]), ((None, None), long_ctx, [13])]
     rnd.shuffle(requests)
