@@ -157,27 +157,14 @@ def over_prefix(model, questions, prefix_len: int, batch: int) -> list[torch.Ten
     return out
 
 
-@contextlib.contextmanager
-def attention_as(name: str, function):
-    """Within the block, attention implementation `name` is `function` (restored afterwards)."""
-    from transformers import AttentionInterface
-
-    previous = AttentionInterface._global_mapping.get(name)
-    AttentionInterface.register(name, function)
-    try:
-        yield
-    finally:
-        if previous is not None:
-            AttentionInterface.register(name, previous)
-
-
 def _causal_as_mask(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
-    """Stock's rows, but the causal rule given as an additive mask (the kernel cached_rows needs)."""
+    """Stock's rows, the causal rule given as an additive mask (a masked kernel, as cached_rows' first form)."""
     from transformers.integrations.sdpa_attention import repeat_kv
 
     n = query.shape[2]
     allowed = torch.ones(n, n, dtype=torch.bool, device=query.device).tril()
-    mask = torch.zeros(n, n, dtype=query.dtype, device=query.device).masked_fill_(~allowed, torch.finfo(query.dtype).min)
+    mask = torch.zeros(n, n, dtype=query.dtype, device=query.device)
+    mask.masked_fill_(~allowed, torch.finfo(query.dtype).min)
     groups = getattr(module, "num_key_value_groups", 1)
     out = F.scaled_dot_product_attention(query, repeat_kv(key, groups), repeat_kv(value, groups), attn_mask=mask,
                                          scale=scaling)
@@ -185,8 +172,15 @@ def _causal_as_mask(module, query, key, value, attention_mask, scaling=None, dro
 
 
 def _with_attention(name: str, function, run):
-    with attention_as(name, function):  # transformers looks the function up at each call
+    """`run()` with attention implementation `name` being `function` (transformers looks it up at each call)."""
+    from transformers import AttentionInterface
+
+    previous = AttentionInterface._global_mapping[name]
+    AttentionInterface.register(name, function)
+    try:
         return run()
+    finally:
+        AttentionInterface.register(name, previous)
 
 
 def compare(ref: list[torch.Tensor], other: list[torch.Tensor], dtype: torch.dtype) -> dict:
