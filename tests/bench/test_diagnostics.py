@@ -42,3 +42,8 @@ def test_generate_row_order_on_cpu(tiny_llama, tmp_path):
     assert set(checks) == {f"[{s}] {what}" for s in ("default", "sdpa-math")
                            for what in ("decoding step logits", "greedy, eager, 3 steps")}
     assert all(c["identical"] == c["items"] == 4 for c in checks.values())
+    _run("bench/generate_row_order.py", "--model-dir", tiny_llama, "--items", 4, "--steps", 3, "--repeat",
+         "--json", report)  # the same order twice: a CPU repeats itself exactly
+    checks = json.loads(report.read_text())["checks"]
+    assert all(c["identical"] == c["items"] == 4 for c in checks.values()) and len(checks) == 4
+    assert checks["prefill logits (plain forward)"]["max_abs_logit_difference"] == 0
