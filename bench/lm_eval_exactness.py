@@ -9,13 +9,12 @@ random-init anyway) and compares, per continuation token, stock's log-probabilit
 
 - stock's own layout at another batch size, and under each SDPA backend forced (which kernel stock runs);
 - stock's rows with the output layer on the scored positions only;
-- `FireflyLM` as it is (sums only);
 - stock's rows with the causal rule given as an additive mask, cuDNN forced (a masked kernel's rounding);
-- `firefly_eval.cached_rows`: contexts right-padded in one batch (stock's own call), then every continuation as
-  a row over its context's cached keys/values, with stock's attention call (keys laid out as in stock's row, the
-  row's queries at their positions, `is_causal`); all questions in one pass or one question per pass (fewer
-  rows in the linear layers' products);
-- MMLU's layout: one cached few-shot prefix, each question's own tokens a row over it.
+- `FireflyLM` (sums only), whose scoring is `firefly_eval.cached_rows`: contexts right-padded in one batch
+  (stock's own call), then every continuation as a row over its context's cached keys/values with stock's
+  attention call; all questions in one pass, one question per pass without and with the GPU's floor of token
+  rows per pass (`min_pass_tokens`), and as it runs by default; for MMLU's layout, question rows over the
+  cached few-shot prefix, 16 a pass or all in one.
 
 The eighth session's call 3 (`bench/results/h200-2026-12-03-s8/call3_*`) found stock = cuDNN's causal kernel and
 continuations over the cached context through flash attention (lower-right causal bias, or varlen) not bitwise
@@ -90,73 +89,6 @@ def stock_head_on_scored(model, reqs, batch: int) -> list[torch.Tensor]:
     return out
 
 
-def _padded(rows: list[list[int]], device) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.stack([F.pad(torch.tensor(r, dtype=torch.long), (0, width - len(r))) for r in rows]).to(device)
-
-
-@torch.no_grad()
-def over_contexts(model, questions, per_question: bool) -> list[torch.Tensor]:
-    """Contexts right-padded into one batch (stock's kernel); then every continuation as a row over its
-    context's cached keys/values (`cached_rows`), all questions' rows in one pass or one pass per question."""
-    from firefly_eval.cached_rows import pool_of, rows_over
-
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    out = {}
-    for first_q in range(0, len(questions), 1 if per_question else len(questions)):
-        group = questions[first_q:first_q + (1 if per_question else len(questions))]
-        ctxs = [c for c, _ in group]
-        width = max(len(c) for c in ctxs)
-        first = decoder(input_ids=_padded(ctxs, model.device), use_cache=True)
-        pool = pool_of([(layer.keys, layer.values) for layer in first.cache.layers])
-        lens = torch.tensor([len(c) for c in ctxs], device=model.device)
-        first_logits = head(first.last_hidden_state[torch.arange(len(ctxs), device=model.device), lens - 1])
-        rows = [(qi, k, c) for qi, (_, conts) in enumerate(group) for k, c in enumerate(conts) if len(c) > 1]
-        hidden = None
-        if rows:
-            own = max(len(c) - 1 for _, _, c in rows)
-            cached = [qi * width + torch.arange(len(ctxs[qi])) for qi, _, _ in rows]
-            positions = torch.stack([len(ctxs[qi]) + torch.arange(own) for qi, _, _ in rows]).to(model.device)
-            with rows_over(model, pool, cached, own):
-                hidden = decoder(input_ids=_padded([c[:-1] for _, _, c in rows], model.device),
-                                 position_ids=positions, use_cache=False).last_hidden_state
-        where = {(qi, k): r for r, (qi, k, _) in enumerate(rows)}
-        for qi, (_, conts) in enumerate(group):
-            for k, c in enumerate(conts):
-                logits = first_logits[qi][None]
-                if len(c) > 1:
-                    logits = torch.cat([logits, head(hidden[where[qi, k], :len(c) - 1])])
-                logp = F.log_softmax(logits, dim=-1)
-                out[first_q + qi, k] = logp.gather(1, torch.tensor(c, device=model.device)[:, None]).squeeze(1)
-    return [out[key].float().cpu() for key in sorted(out)]
-
-
-@torch.no_grad()
-def over_prefix(model, questions, prefix_len: int, batch: int) -> list[torch.Tensor]:
-    """MMLU's layout: one cached few-shot prefix; each question's own tokens a row over it (one-token
-    continuations, so the context's last position is what is scored)."""
-    from firefly_eval.cached_rows import pool_of, rows_over
-
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    pre = decoder(input_ids=torch.tensor([questions[0][0][:prefix_len]], device=model.device), use_cache=True)
-    pool = pool_of([(layer.keys, layer.values) for layer in pre.cache.layers])
-    out = []
-    for s in range(0, len(questions), batch):
-        chunk = questions[s:s + batch]
-        own = [ctx[prefix_len:] for ctx, _ in chunk]
-        width = max(len(x) for x in own)
-        positions = (prefix_len + torch.arange(width)).expand(len(chunk), -1).to(model.device)
-        with rows_over(model, pool, [torch.arange(prefix_len)] * len(chunk), width):
-            hidden = decoder(input_ids=_padded(own, model.device), position_ids=positions,
-                             use_cache=False).last_hidden_state
-        last = hidden[torch.arange(len(chunk), device=model.device),
-                      torch.tensor([len(x) - 1 for x in own], device=model.device)]
-        logp = F.log_softmax(head(last), dim=-1)
-        for r, (_, conts) in enumerate(chunk):
-            out += [logp[r, c[0]].float().cpu()[None] for c in conts]
-    return out
-
-
 def _causal_as_mask(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **_):
     """Stock's rows, the causal rule given as an additive mask (a masked kernel, as cached_rows' first form)."""
     from transformers.integrations.sdpa_attention import repeat_kv
@@ -219,17 +151,22 @@ def main() -> None:
         for backend in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"):
             runs[f"stock, {backend} only"] = (backend, lambda: stock(model, reqs, batch=32))
         runs["stock rows, output layer on scored only"] = lambda: stock_head_on_scored(model, reqs, batch=32)
-        lm = FireflyLM(pretrained=model, tokenizer=tok, batch_size=32)
-        runs["FireflyLM as it is (sums)"] = lambda: [
-            torch.tensor([s]) for s, _ in lm._loglikelihood_tokens([(None, c, x) for c, x in reqs], disable_tqdm=True)]
+
+        def firefly(batch_size, **kwargs):  # FireflyLM's summed log-likelihoods
+            lm = FireflyLM(pretrained=model, tokenizer=tok, batch_size=batch_size, **kwargs)
+            return lambda: [torch.tensor([s]) for s, _ in
+                            lm._loglikelihood_tokens([(None, c, x) for c, x in reqs], disable_tqdm=True)]
+
         runs["stock rows, causal as a mask, CUDNN only"] = ("CUDNN_ATTENTION", lambda: _with_attention(
             "sdpa", _causal_as_mask, lambda: stock(model, reqs, batch=32)))
         if qs is arc:
-            runs["contexts, then all continuations over cache"] = lambda: over_contexts(model, qs, False)
-            runs["the same, one question per pass"] = lambda: over_contexts(model, qs, True)
+            runs["contexts, then all continuations over cache"] = firefly(32, min_pass_tokens=0)
+            runs["the same, one question per pass"] = firefly(1, min_pass_tokens=0)
+            runs["FireflyLM, per question, GPU row floor"] = firefly(1)
         else:
-            runs["questions over cached prefix, 16 rows"] = lambda: over_prefix(model, qs, len(prefix), 16)
-            runs["the same, all rows in one pass"] = lambda: over_prefix(model, qs, len(prefix), len(qs))
+            runs["questions over cached prefix, 16 rows"] = firefly(16, min_pass_tokens=0)
+            runs["the same, all rows in one pass"] = firefly(len(qs), min_pass_tokens=0)
+        runs["FireflyLM as it is"] = firefly("auto")
         rows = {}
         for label, run in runs.items():
             backend, run = run if isinstance(run, tuple) else (None, run)
@@ -242,7 +179,7 @@ def main() -> None:
         print(f"\n{name}: {len(reqs)} requests, against stock at batch 32 (dtype {model.dtype})")
         print(f"{'variant':<42}{'same tokens':>12}{'max|d token|':>14}{'max|d sum|':>12}{'same sums':>11}")
         for label, other in rows.items():
-            if label.startswith("FireflyLM"):
+            if not label.startswith("stock"):  # FireflyLM: summed log-likelihoods only
                 ref_sums = [torch.tensor([float(r.to(model.dtype).sum())]) for r in ref]
                 c = compare(ref_sums, other, torch.float64)
                 c["identical_tokens"] = None

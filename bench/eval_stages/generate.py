@@ -189,9 +189,9 @@ def run(args) -> dict:
     if plain is not None:
         print(f"greedy, ours == plain generate token for token: {checks['greedy_identical_items']}/{len(texts)} items "
               f"(mean common prefix {checks['greedy_mean_common_prefix']} tokens)")
+    earliest, median = checks["sampled_repeat_first_difference"]
     print(f"sampled, ours the same when run again: {checks['sampled_repeated_items']}/{len(texts)} items "
-          f"(first different token: step {repeat_prefix and min(repeat_prefix)} at the earliest, "
-          f"{checks['sampled_repeat_first_difference'][1]} the median); "
+          f"(first different token: step {earliest} at the earliest, {median} the median); "
           f"the same with rows reversed: {checks['sampled_reproducible_items']}/{len(texts)} items")
     return {"rows": rows, "checks": checks, "warmup_seconds": round(warmup_s, 2), "load_seconds": round(load_s, 2),
             "sampled_with_warmup_tokens_per_s": round(with_warmup, 1), "prompt_tokens": [min(lengths), max(lengths)],
