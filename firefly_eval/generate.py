@@ -6,16 +6,19 @@ a kill is cut away first); a file made for another set or with other settings is
 
 Sampling follows the seed (top_p 0.9, temperature 0.35). Every item has its own seed, derived from the
 base seed and the item id; its noise at each step is a hash of (seed, step, token) (`firefly_eval.sampling`),
-so an item's answer does not depend on which other items share its batch, up to float noise: on a CPU in
-float32 it does not at all; on an H200 in bf16 SDPA's fused kernel for the one query row makes a row's logits
-depend on its position in the batch (bench/NOTES.md: the math backend removes that, but decoded at 973 tokens/s
-against 7,175, so it is not taken). Engines: transformers with our own batched decoding
+so an item's answer depends neither on which other items share its batch nor on the run. On a CPU (float32)
+that holds exactly. On a GPU, SDPA's default kernel for a masked decoding step is cuDNN's, and on an H200 it
+gives other logits when the same step runs again (bench/NOTES.md, tenth session: 110 of 130 rows bit-identical);
+PyTorch documents its forward as nondeterministic, its memory-efficient kernel's as deterministic. So on CUDA
+the decoder attends with the memory-efficient kernel only (`DECODING_ATTENTION`; the math kernel, also
+deterministic, decoded at 973 tokens/s against 7,175). Engines: transformers with our own batched decoding
 loop (`StaticDecoder`: left padding, static KV cache, the decoding step compiled with CUDA graphs on a GPU;
 float32 on CPU, bf16 on GPU); vLLM on a GPU when it is installed (checked against a stand-in module only: it
 cannot be installed next to our torch).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -163,12 +166,17 @@ def plan_batches(n_items: int, batch_size: int) -> list[range]:
     return [range(start, min(start + size, n_items)) for start in range(0, n_items, size)]
 
 
+DECODING_ATTENTION = ("EFFICIENT_ATTENTION", "MATH")  # SDPA backends a CUDA decoder may use: deterministic ones
+
+
 class StaticDecoder:
     """Decodes left-padded batches of `rows` prompts with one static KV cache of `max_len` positions.
 
     The prefill runs eagerly; the one-token decoding step is compiled on CUDA (`torch.compile`, mode
     'reduce-overhead': CUDA graphs over a fixed batch and cache shape). If compiling or running the compiled
-    step fails, the batch is decoded again eagerly and `path` says so (a warning is logged).
+    step fails, the batch is decoded again eagerly and `path` says so (a warning is logged). On CUDA both
+    attend with the SDPA backends in `attention_backends` only (default `DECODING_ATTENTION`; None: SDPA's own
+    choice), set while the step is traced and run.
     """
 
     def __init__(self, model, rows: int, max_len: int, compile_step: bool):
@@ -176,6 +184,7 @@ class StaticDecoder:
         from transformers import StaticCache
 
         self.model, self.rows, self.max_len = model, rows, max_len
+        self.attention_backends = DECODING_ATTENTION if model.device.type == "cuda" else None
         self.cache = StaticCache(config=model.config, max_cache_len=max_len)
         self.compiled = compile_step
         self.path = "static cache, compiled step (CUDA graphs)" if compile_step else "static cache, eager"
@@ -198,17 +207,27 @@ class StaticDecoder:
         mask[:, : attention_mask.shape[1]] = attention_mask
         return mask
 
+    def attention(self):
+        """The context every forward of this decoder runs in: SDPA restricted to `attention_backends`."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        if self.attention_backends is None:
+            return contextlib.nullcontext()
+        return sdpa_kernel([getattr(SDPBackend, name) for name in self.attention_backends])
+
     def decode(self, input_ids, attention_mask, max_new_tokens: int, pick, stop_ids: list[int]):
         """[rows, <= max_new_tokens] new token ids; `pick(logits, step)` chooses each step's tokens."""
         try:
-            return self._decode(input_ids, attention_mask, max_new_tokens, pick, stop_ids)
+            with self.attention():
+                return self._decode(input_ids, attention_mask, max_new_tokens, pick, stop_ids)
         except Exception as e:  # noqa: BLE001 - any failure of the compiled step falls back to eager decoding
             if not self.compiled:
                 raise
             log.warning("compiled decoding failed (%s: %s); decoding eagerly", type(e).__name__, str(e)[:500])
             self.compiled, self._step = False, self._forward
             self.path = f"static cache, eager (compiled step failed: {type(e).__name__})"
-            return self._decode(input_ids, attention_mask, max_new_tokens, pick, stop_ids)
+            with self.attention():
+                return self._decode(input_ids, attention_mask, max_new_tokens, pick, stop_ids)
 
     def _decode(self, input_ids, attention_mask, max_new_tokens, pick, stop_ids):
         import torch

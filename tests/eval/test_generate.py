@@ -263,6 +263,36 @@ def test_inductor_compile_on_cpu_matches_eager(tiny_model):
     assert gen.decoder.path == "static cache, compiled step (CUDA graphs skipped: see the inductor log)"
 
 
+def test_decoder_attends_with_the_deterministic_kernels_only(tiny_model, monkeypatch):
+    """On CUDA the decoder's forwards (prefill and steps, and the eager retry) run with SDPA restricted to
+    `DECODING_ATTENTION` (cuDNN's masked kernel does not repeat itself on an H200). The CPU model is given that
+    setting here: every attention call sees cuDNN and flash disabled, and the tokens are the unrestricted ones
+    (on the CPU the restriction leaves SDPA's math kernel)."""
+    import torch
+
+    from firefly_eval import generate
+
+    model, tok, texts = tiny_model
+    texts = texts[:3]
+    free, gen = token_rows(tiny_model, texts, [1, 2, 3], 3, max_new_tokens=5)
+    assert gen.decoder.attention_backends is None  # a CPU model: SDPA's own choice
+    seen = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(*args, **kwargs):
+        seen.append((torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled(),
+                     torch.backends.cuda.mem_efficient_sdp_enabled()))
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    gen = BatchedGenerator(model, tok, texts, 5, [tok.eos_token_id], 3, compile_step=False)
+    gen.decoder.attention_backends = generate.DECODING_ATTENTION
+    assert dict(gen.token_rows([1, 2, 3])) == free
+    assert len(seen) == 5 * model.config.num_hidden_layers  # prefill and four steps
+    assert set(seen) == {(False, False, True)}
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # restored after decoding
+
+
 def test_failed_compile_falls_back_to_eager(tiny_model, monkeypatch):
     import torch
 
