@@ -104,6 +104,53 @@ def test_shared_prefix_groups_leave_the_last_context_token():
     assert {q.prefix_len for q in groups[1]} == {0}
 
 
+@pytest.mark.parametrize("adds_bos", [False, True])
+def test_requests_are_tokenized_as_hflm_does_in_batches(loaded, tmp_path, monkeypatch, adds_bos):
+    """The (context ids, continuation ids) FireflyLM scores are HFLM's for every request of the smoke sets, and
+    for a trailing space, a context that starts with the BOS text, an empty context and a repeated context,
+    with the tokenizer as it is and one that adds BOS (as Llama's; HFLM then adds none to a string that starts
+    with it); none of those strings is encoded alone, and the batch calls (chunks of 16 requests here) see
+    TOKENIZERS_PARALLELISM=true."""
+    import copy
+    import os
+
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from tokenizers.processors import TemplateProcessing
+
+    from firefly_eval import lm_eval_model
+
+    model, tok = loaded
+    if adds_bos:
+        tok = copy.deepcopy(tok)
+        tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{tok.bos_token} $A",
+                                                                  special_tokens=[(tok.bos_token, tok.bos_token_id)])
+        assert tok.encode("x")[0] == tok.bos_token_id
+    hf, ff = _both((model, tok))
+    reqs = _instances(leaderboard.render_tasks(MINI, tmp_path / "tasks"), None)
+    bos = ff.tokenizer.decode(ff.prefix_token_id)
+    extra = [("Question: why? ", "Because."), (bos + "Starts with BOS.", " yes"), ("", "No context at all"),
+             ("Question: why? ", "Why not.")]
+    reqs += [Instance("loglikelihood", {}, pair, 0) for pair in extra]
+    scored = {}
+    for lm in (hf, ff):
+        monkeypatch.setattr(lm, "_loglikelihood_tokens",
+                            lambda r, disable_tqdm=False, lm=lm: scored.setdefault(type(lm), r) and [])
+    hf.loglikelihood(reqs, disable_tqdm=True)
+    monkeypatch.setattr(lm_eval_model, "ENCODE_CHUNK", 16)
+    encoded_alone, batch_env = [], []
+    real_encode, real_call = type(ff.tokenizer).encode, type(ff.tokenizer).__call__
+    monkeypatch.setattr(type(ff.tokenizer), "encode", lambda self, text, **kw: encoded_alone.append(text)
+                        or real_encode(self, text, **kw))
+    monkeypatch.setattr(type(ff.tokenizer), "__call__", lambda self, text, **kw: batch_env.append(
+        os.environ.get("TOKENIZERS_PARALLELISM")) or real_call(self, text, **kw))
+    ff.loglikelihood(reqs, disable_tqdm=True)
+    assert scored[FireflyLM] == scored[HFLM] and len(reqs) > 100
+    assert encoded_alone == ["No context at all"]  # TemplateLM encodes an empty context's continuation itself
+    assert len(batch_env) >= len(reqs) // 16 and set(batch_env) == {"true"}
+    assert os.environ.get("TOKENIZERS_PARALLELISM") == "false"  # restored
+
+
 def test_cached_templates_render_as_lm_eval_and_compile_once(monkeypatch):
     from lm_eval import utils
 
