@@ -15,7 +15,10 @@ format (it subclasses it) and changes only how the scores are computed:
    run that prefix once; their contexts are rows over it;
 4. only the positions that are scored go through the output layer and the log-softmax (row-invariant: the
    ninth session measured it bit for bit on an H200);
-5. questions are sorted by context length and batched under a budget of key positions, so padding stays small.
+5. questions are sorted by context length and batched under a budget of key positions; a batch's contexts, and
+   its continuation rows sorted by length, are cut into passes that waste at most PAD_SLACK of their padded
+   width (`_ends_pass`), so padding stays small (it had been two thirds of HellaSwag's and TruthfulQA's
+   continuation rows).
 
 Requests longer than the model's window (which HFLM truncates from the left per request) are left to HFLM's
 own code. Tokenization gives HFLM's token ids, but lm-eval encodes two strings per request one call at a time
@@ -46,6 +49,7 @@ MIN_SHARING_QUESTIONS = 8  # fewer (random few-shot draws that happen to start a
 MIN_PASS_TOKENS = 2048  # on a GPU, token rows per forward pass at the least: fewer get dummy rows (`_padded`)
 MAX_BATCH_TOKENS = 131072  # key positions per batch: (questions + continuation rows) x padded context length
 ENCODE_CHUNK = 4096  # requests whose strings are encoded in one batch call
+PAD_SLACK = 0.25  # a pass ends before a row this much shorter than its width (once it has MIN_PASS_TOKENS rows)
 
 
 @dataclass
@@ -224,16 +228,48 @@ class FireflyLM(HFLM):
         return len(batch) * width + rows * (width + own)
 
     def _batches(self, group: list[_Question], requests, max_rows: int | None):
-        """Longest contexts first; each batch under `max_batch_tokens` key positions and `max_rows` questions."""
+        """Longest contexts first; each batch under `max_batch_tokens` key positions and `max_rows` questions,
+        its contexts one pass (`_ends_pass`)."""
         ordered = sorted(group, key=lambda q: -len(q.context))
+        lengths = [len(q.context) - q.prefix_len for q in ordered]
+        rest = self._rest(lengths)
         batch: list[_Question] = []
-        for q in ordered:
-            if batch and (len(batch) == max_rows or self._batch_keys(batch + [q], requests) > self.max_batch_tokens):
+        for k, q in enumerate(ordered):
+            if batch and (len(batch) == max_rows or self._batch_keys(batch + [q], requests) > self.max_batch_tokens
+                          or self._ends_pass(lengths[k], len(batch[0].context) - q.prefix_len, len(batch), rest[k])):
                 yield batch
                 batch = []
             batch.append(q)
         if batch:
             yield batch
+
+    @staticmethod
+    def _rest(lengths: list[int]) -> list[int]:
+        """Tokens from each row on (suffix sums)."""
+        rest, total = [], 0
+        for n in reversed(lengths):
+            total += n
+            rest.append(total)
+        return rest[::-1]
+
+    def _ends_pass(self, length: int, width: int, rows: int, rest: int) -> bool:
+        """Whether a pass of `rows` rows padded to `width` (longest first) ends before a row of `length` with
+        `rest` tokens from it on: when padding that row would waste more than PAD_SLACK of the width, and both
+        this pass and the rest fill `min_pass_tokens` token rows (a pass with fewer gets dummy rows instead)."""
+        return length < (1 - PAD_SLACK) * width and min(rows * width, rest) >= self.min_pass_tokens
+
+    def _continuation_passes(self, rows: list[tuple[int, int]], requests) -> list[list[tuple[int, int]]]:
+        """(question row, request) pairs of continuations of two tokens or more, longest first, cut into passes."""
+        ordered = sorted(rows, key=lambda ri: -len(requests[ri[1]][2]))
+        lengths = [len(requests[i][2]) - 1 for _, i in ordered]
+        rest = self._rest(lengths)
+        passes: list[list[tuple[int, int]]] = []
+        for k, row in enumerate(ordered):
+            if passes and not self._ends_pass(lengths[k], lengths[k - len(passes[-1])], len(passes[-1]), rest[k]):
+                passes[-1].append(row)
+            else:
+                passes.append([row])
+        return passes
 
     def _forward_context(self):
         return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
@@ -288,17 +324,20 @@ class FireflyLM(HFLM):
         with self._forward_context():
             last, pool, cached = self._contexts(batch, prefix_pool)
             rows = [(r, i) for r, q in enumerate(batch) for i in q.requests if len(requests[i][2]) > 1]
-            states, own = last, 0
-            if rows:
-                tokens = self._padded([requests[i][2][:-1] for _, i in rows])
-                own, dummies = tokens.shape[1], len(tokens) - len(rows)  # dummy rows: their own tokens only
-                positions = torch.stack([len(batch[r].context) + torch.arange(own) for r, _ in rows]
+            states, base = [last], {}  # base[i]: where request i's second token's state is in cat(states)
+            offset = len(batch)
+            for part in self._continuation_passes(rows, requests):
+                tokens = self._padded([requests[i][2][:-1] for _, i in part])
+                own, dummies = tokens.shape[1], len(tokens) - len(part)  # dummy rows: their own tokens only
+                positions = torch.stack([len(batch[r].context) + torch.arange(own) for r, _ in part]
                                         + [torch.arange(own)] * dummies).to(self.device)
-                with rows_over(self.model, pool, [cached[r] for r, _ in rows] + [torch.arange(0)] * dummies, own):
+                with rows_over(self.model, pool, [cached[r] for r, _ in part] + [torch.arange(0)] * dummies, own):
                     hidden = self.model.get_decoder()(input_ids=tokens, position_ids=positions,
                                                       use_cache=False).last_hidden_state
-                states = torch.cat([last, hidden.flatten(0, 1)])  # row k's token j at len(batch) + k * own + j
-            row_of = {i: k for k, (_, i) in enumerate(rows)}
+                states.append(hidden.flatten(0, 1))  # the part's row k, token j: offset + k * own + j
+                base.update((i, offset + k * own) for k, (_, i) in enumerate(part))
+                offset += tokens.numel()
+            states = torch.cat(states)
             picked, targets, spans = [], [], []
             for r, q in enumerate(batch):
                 for i in q.requests:
@@ -307,8 +346,7 @@ class FireflyLM(HFLM):
                     targets += cont
                     picked.append(r)  # the first token: from the context's last hidden state
                     if len(cont) > 1:
-                        base = len(batch) + row_of[i] * own
-                        picked += range(base, base + len(cont) - 1)
+                        picked += range(base[i], base[i] + len(cont) - 1)
                     spans.append((i, start, len(targets)))
             logits = self.model.get_output_embeddings()(states[torch.tensor(picked, device=self.device)])
         logprobs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)

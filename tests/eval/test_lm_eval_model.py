@@ -104,6 +104,23 @@ def test_shared_prefix_groups_leave_the_last_context_token():
     assert {q.prefix_len for q in groups[1]} == {0}
 
 
+def test_continuation_passes_cut_where_padding_wastes_and_both_sides_fill_the_floor():
+    """Longest first; a pass ends before a row more than PAD_SLACK shorter than its width, once the pass and the
+    rows left each have `min_pass_tokens` tokens (so no cut creates a pass of dummy rows)."""
+    import types
+
+    lm = types.SimpleNamespace(min_pass_tokens=12, _rest=FireflyLM._rest)
+    lm._ends_pass = lambda *a: FireflyLM._ends_pass(lm, *a)
+    own = [3, 11, 4, 2, 8, 6, 3, 7, 4]  # continuation tokens minus one
+    requests = [(None, [1], [5] * (n + 1)) for n in own]
+    rows = [(0, i) for i in range(len(own))]
+    passes = FireflyLM._continuation_passes(lm, rows, requests)
+    assert [[own[i] for _, i in p] for p in passes] == [[11, 8], [7, 6], [4, 4, 3, 3, 2]]
+    lm.min_pass_tokens = 0  # a CPU: every such step cuts
+    assert [[own[i] for _, i in p] for p in FireflyLM._continuation_passes(lm, rows, requests)] == [
+        [11], [8, 7, 6], [4, 4, 3, 3], [2]]
+
+
 @pytest.mark.parametrize("adds_bos", [False, True])
 def test_requests_are_tokenized_as_hflm_does_in_batches(loaded, tmp_path, monkeypatch, adds_bos):
     """The (context ids, continuation ids) FireflyLM scores are HFLM's for every request of the smoke sets, and
