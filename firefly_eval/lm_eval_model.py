@@ -47,7 +47,8 @@ from firefly_eval.prefix_ppl import common_prefix_len
 MIN_SHARED_PREFIX = 64  # tokens; a shorter common prefix is not worth its own forward pass
 MIN_SHARING_QUESTIONS = 8  # fewer (random few-shot draws that happen to start alike) are batched with the rest
 MIN_PASS_TOKENS = 2048  # on a GPU, token rows per forward pass at the least: fewer get dummy rows (`_padded`)
-MAX_BATCH_TOKENS = 131072  # key positions per batch: (questions + continuation rows) x padded context length
+MAX_BATCH_TOKENS = 131072  # key positions per batch on a CPU ((questions + continuation rows) x padded width)
+GPU_MEMORY_SHARE = 0.5  # of the free memory, for a batch's keys and values (`key_budget`)
 ENCODE_CHUNK = 4096  # requests whose strings are encoded in one batch call
 PAD_SLACK = 0.25  # a pass ends before a row this much shorter than its width (once it has MIN_PASS_TOKENS rows)
 
@@ -58,6 +59,22 @@ class _Question:
     context: tuple[int, ...]
     requests: list[int] = field(default_factory=list)
     prefix_len: int = 0  # tokens of `context` taken from a shared, cached prefix
+
+
+def key_budget(model) -> int:
+    """Key positions a batch may hold (`FireflyLM._batch_keys`). On a GPU, GPU_MEMORY_SHARE of its free memory
+    over what a position costs: its keys and values in every layer (a batch's contexts stay cached while their
+    continuations run), and one layer's layout of a row over them (keys, values, queries, output). A 7B
+    (bf16) on an H200 with 127 GB free: about 114,000; on a 24 GB card, about 9,000."""
+    if model.device.type != "cuda":
+        return MAX_BATCH_TOKENS
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    width = torch.finfo(model.dtype).bits // 8
+    kv = 2 * cfg.num_key_value_heads * head_dim * width
+    per_position = cfg.num_hidden_layers * kv + kv + 2 * cfg.num_attention_heads * head_dim * width
+    free, _ = torch.cuda.mem_get_info(model.device)
+    return max(1, int(free * GPU_MEMORY_SHARE) // per_position)
 
 
 def pair_strings(context: str, continuation: str) -> tuple[str, str]:
@@ -157,16 +174,16 @@ def group_shared_prefixes(questions: list[_Question]) -> list[list[_Question]]:
 class FireflyLM(HFLM):
     """HFLM with grouped, prefix-cached multiple-choice scoring (see the module docstring).
 
-    `batch_size` counts questions (rows) per forward pass ('auto': as many as `max_batch_tokens` allows)."""
+    `batch_size` counts questions (rows) per forward pass ('auto': as many as `max_batch_tokens` allows; None:
+    `key_budget`)."""
 
-    def __init__(self, *args, max_batch_tokens: int = MAX_BATCH_TOKENS, min_pass_tokens: int | None = None,
-                 **kwargs):
+    def __init__(self, *args, max_batch_tokens: int | None = None, min_pass_tokens: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if self.backend != "causal":
             raise FireflyError("FireflyLM scores causal language models only")
         if getattr(self.model.config, "final_logit_softcapping", None):
             raise FireflyError("FireflyLM applies the output layer itself: logit soft-capping is not supported")
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens = max_batch_tokens or key_budget(self.model)
         # the floor is for GPU kernels' choices; on a CPU the dummy rows would only cost time
         self.min_pass_tokens = min_pass_tokens if min_pass_tokens is not None else (
             MIN_PASS_TOKENS if self.device.type == "cuda" else 0)

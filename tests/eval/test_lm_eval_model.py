@@ -104,6 +104,26 @@ def test_shared_prefix_groups_leave_the_last_context_token():
     assert {q.prefix_len for q in groups[1]} == {0}
 
 
+def test_key_budget_fits_the_free_gpu_memory(monkeypatch):
+    """A 7B (bf16) with 127 GB free: half of it over 32 layers' keys and values (512 KiB a position) and one
+    layer's row layout (32 KiB); a 24 GB card with 10 GB free holds a twelfth of that; a CPU the fixed budget."""
+    import types
+
+    import torch
+    from transformers import LlamaConfig
+
+    from firefly_eval.lm_eval_model import MAX_BATCH_TOKENS, key_budget
+
+    cfg = LlamaConfig(hidden_size=4096, num_attention_heads=32, num_key_value_heads=32, num_hidden_layers=32)
+    model = types.SimpleNamespace(device=torch.device("cuda"), config=cfg, dtype=torch.bfloat16)
+    free = {"bytes": 127e9}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free["bytes"], 143e9))
+    assert key_budget(model) == int(127e9 * 0.5) // (544 * 1024) == 113_992
+    free["bytes"] = 10e9
+    assert key_budget(model) == 8_975
+    assert key_budget(types.SimpleNamespace(device=torch.device("cpu"))) == MAX_BATCH_TOKENS
+
+
 def test_continuation_passes_cut_where_padding_wastes_and_both_sides_fill_the_floor():
     """Longest first; a pass ends before a row more than PAD_SLACK shorter than its width, once the pass and the
     rows left each have `min_pass_tokens` tokens (so no cut creates a pass of dummy rows)."""
