@@ -15,10 +15,10 @@ format (it subclasses it) and changes only how the scores are computed:
    run that prefix once; their contexts are rows over it;
 4. only the positions that are scored go through the output layer and the log-softmax (row-invariant: the
    ninth session measured it bit for bit on an H200);
-5. questions are sorted by context length and batched under a budget of key positions; a batch's contexts, and
-   its continuation rows sorted by length, are cut into passes that waste at most PAD_SLACK of their padded
-   width (`_ends_pass`), so padding stays small (it had been two thirds of HellaSwag's and TruthfulQA's
-   continuation rows).
+5. questions are sorted by context length and batched under a memory budget (`memory_budget`), a batch
+   ending where padding would waste more than PAD_SLACK of its contexts' width (`_ends_pass`); its
+   continuation rows, longest first, are cut into the passes that compute the fewest token rows
+   (`cheapest_passes`; padding had been two thirds of HellaSwag's and TruthfulQA's continuation rows).
 
 Requests longer than the model's window (which HFLM truncates from the left per request) are left to HFLM's
 own code. Tokenization gives HFLM's token ids, but lm-eval encodes two strings per request one call at a time
@@ -47,10 +47,11 @@ from firefly_eval.prefix_ppl import common_prefix_len
 MIN_SHARED_PREFIX = 64  # tokens; a shorter common prefix is not worth its own forward pass
 MIN_SHARING_QUESTIONS = 8  # fewer (random few-shot draws that happen to start alike) are batched with the rest
 MIN_PASS_TOKENS = 2048  # on a GPU, token rows per forward pass at the least: fewer get dummy rows (`_padded`)
-MAX_BATCH_TOKENS = 131072  # key positions per batch on a CPU ((questions + continuation rows) x padded width)
-GPU_MEMORY_SHARE = 0.5  # of the free memory, for a batch's keys and values (`key_budget`)
+MAX_BATCH_POSITIONS = 131072  # on a CPU, a batch may hold what this many cached context positions take
+GPU_MEMORY_SHARE = 0.5  # of the free memory, for a batch's keys, values and row layouts (`memory_budget`)
 ENCODE_CHUNK = 4096  # requests whose strings are encoded in one batch call
-PAD_SLACK = 0.25  # a pass ends before a row this much shorter than its width (once it has MIN_PASS_TOKENS rows)
+PAD_SLACK = 0.25  # a batch ends before a context this much shorter than its width (`FireflyLM._ends_pass`)
+PASS_OVERHEAD_TOKENS = 256  # what one more forward pass costs, in token rows (`cheapest_passes`)
 
 
 @dataclass
@@ -61,20 +62,41 @@ class _Question:
     prefix_len: int = 0  # tokens of `context` taken from a shared, cached prefix
 
 
-def key_budget(model) -> int:
-    """Key positions a batch may hold (`FireflyLM._batch_keys`). On a GPU, GPU_MEMORY_SHARE of its free memory
-    over what a position costs: its keys and values in every layer (a batch's contexts stay cached while their
-    continuations run), and one layer's layout of a row over them (keys, values, queries, output). A 7B
-    (bf16) on an H200 with 127 GB free: about 114,000; on a 24 GB card, about 9,000."""
-    if model.device.type != "cuda":
-        return MAX_BATCH_TOKENS
+def position_bytes(model) -> tuple[int, int]:
+    """(a cached context position: its keys and values in every layer; a position of a row over the cache, in the
+    one layer that runs at a time: its keys, values, query and output). A 7B in bf16: 512 and 32 KiB."""
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     width = torch.finfo(model.dtype).bits // 8
     kv = 2 * cfg.num_key_value_heads * head_dim * width
-    per_position = cfg.num_hidden_layers * kv + kv + 2 * cfg.num_attention_heads * head_dim * width
+    return cfg.num_hidden_layers * kv, kv + 2 * cfg.num_attention_heads * head_dim * width
+
+
+def memory_budget(model) -> int:
+    """Bytes a batch may hold (`FireflyLM._batch_bytes`): GPU_MEMORY_SHARE of a GPU's free memory; on a CPU what
+    MAX_BATCH_POSITIONS cached context positions take."""
+    if model.device.type != "cuda":
+        return MAX_BATCH_POSITIONS * position_bytes(model)[0]
     free, _ = torch.cuda.mem_get_info(model.device)
-    return max(1, int(free * GPU_MEMORY_SHARE) // per_position)
+    return int(free * GPU_MEMORY_SHARE)
+
+
+def cheapest_passes(lengths: list[int], floor: int, overhead: int = PASS_OVERHEAD_TOKENS) -> list[range]:
+    """Rows sorted longest first, cut into passes (index ranges) at the least cost: a pass costs its rows padded to
+    its first row's length, at least `floor` token rows (dummy rows fill the rest), plus `overhead`. Cuts fall
+    between distinct lengths (dynamic programming over them)."""
+    bounds = [k for k in range(len(lengths)) if k == 0 or lengths[k] != lengths[k - 1]] + [len(lengths)]
+    best, cut = [0] + [float("inf")] * (len(bounds) - 1), [0] * len(bounds)
+    for j in range(1, len(bounds)):  # the cheapest passes over rows bounds[0]:bounds[j], ending with bounds[i]:bounds[j]
+        for i in range(j):
+            cost = best[i] + max((bounds[j] - bounds[i]) * lengths[bounds[i]], floor) + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    passes, j = [], len(bounds) - 1
+    while j > 0:
+        passes.append(range(bounds[cut[j]], bounds[j]))
+        j = cut[j]
+    return passes[::-1]
 
 
 def pair_strings(context: str, continuation: str) -> tuple[str, str]:
@@ -174,16 +196,17 @@ def group_shared_prefixes(questions: list[_Question]) -> list[list[_Question]]:
 class FireflyLM(HFLM):
     """HFLM with grouped, prefix-cached multiple-choice scoring (see the module docstring).
 
-    `batch_size` counts questions (rows) per forward pass ('auto': as many as `max_batch_tokens` allows; None:
-    `key_budget`)."""
+    `batch_size` counts questions (rows) per forward pass ('auto': as many as `max_batch_bytes` allows; None:
+    `memory_budget`)."""
 
-    def __init__(self, *args, max_batch_tokens: int | None = None, min_pass_tokens: int | None = None, **kwargs):
+    def __init__(self, *args, max_batch_bytes: int | None = None, min_pass_tokens: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if self.backend != "causal":
             raise FireflyError("FireflyLM scores causal language models only")
         if getattr(self.model.config, "final_logit_softcapping", None):
             raise FireflyError("FireflyLM applies the output layer itself: logit soft-capping is not supported")
-        self.max_batch_tokens = max_batch_tokens or key_budget(self.model)
+        self.max_batch_bytes = max_batch_bytes or memory_budget(self.model)
+        self._position_bytes = position_bytes(self.model)
         # the floor is for GPU kernels' choices; on a CPU the dummy rows would only cost time
         self.min_pass_tokens = min_pass_tokens if min_pass_tokens is not None else (
             MIN_PASS_TOKENS if self.device.type == "cuda" else 0)
@@ -236,23 +259,24 @@ class FireflyLM(HFLM):
         pbar.close()
         return results
 
-    def _batch_keys(self, batch: list[_Question], requests) -> int:
-        """Key positions the batch's two passes attend over: its contexts, and each continuation of more than one
-        token as a row of its own (context, prefix and padding included)."""
+    def _batch_bytes(self, batch: list[_Question], requests) -> int:
+        """What the batch holds at most: its contexts' keys and values in every layer, and in one layer the layout
+        of every continuation row of more than one token (context, prefix and padding included)."""
         width = max(len(q.context) for q in batch)
         own = max((len(requests[i][2]) - 1 for q in batch for i in q.requests), default=0)
         rows = sum(len(requests[i][2]) > 1 for q in batch for i in q.requests)
-        return len(batch) * width + rows * (width + own)
+        cached, layout = self._position_bytes
+        return len(batch) * width * cached + rows * (width + own) * layout
 
     def _batches(self, group: list[_Question], requests, max_rows: int | None):
-        """Longest contexts first; each batch under `max_batch_tokens` key positions and `max_rows` questions,
+        """Longest contexts first; each batch under `max_batch_bytes` and `max_rows` questions,
         its contexts one pass (`_ends_pass`)."""
         ordered = sorted(group, key=lambda q: -len(q.context))
         lengths = [len(q.context) - q.prefix_len for q in ordered]
         rest = self._rest(lengths)
         batch: list[_Question] = []
         for k, q in enumerate(ordered):
-            if batch and (len(batch) == max_rows or self._batch_keys(batch + [q], requests) > self.max_batch_tokens
+            if batch and (len(batch) == max_rows or self._batch_bytes(batch + [q], requests) > self.max_batch_bytes
                           or self._ends_pass(lengths[k], len(batch[0].context) - q.prefix_len, len(batch), rest[k])):
                 yield batch
                 batch = []
@@ -276,17 +300,11 @@ class FireflyLM(HFLM):
         return length < (1 - PAD_SLACK) * width and min(rows * width, rest) >= self.min_pass_tokens
 
     def _continuation_passes(self, rows: list[tuple[int, int]], requests) -> list[list[tuple[int, int]]]:
-        """(question row, request) pairs of continuations of two tokens or more, longest first, cut into passes."""
+        """(question row, request) pairs of continuations of two tokens or more, longest first, cut into the
+        cheapest passes (`cheapest_passes`)."""
         ordered = sorted(rows, key=lambda ri: -len(requests[ri[1]][2]))
         lengths = [len(requests[i][2]) - 1 for _, i in ordered]
-        rest = self._rest(lengths)
-        passes: list[list[tuple[int, int]]] = []
-        for k, row in enumerate(ordered):
-            if passes and not self._ends_pass(lengths[k], lengths[k - len(passes[-1])], len(passes[-1]), rest[k]):
-                passes[-1].append(row)
-            else:
-                passes.append([row])
-        return passes
+        return [ordered[k.start:k.stop] for k in cheapest_passes(lengths, self.min_pass_tokens)]
 
     def _forward_context(self):
         return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,

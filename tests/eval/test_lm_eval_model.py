@@ -13,6 +13,7 @@ from firefly_eval.lm_eval_model import (
     _Question,
     cached_templates,
     group_shared_prefixes,
+    position_bytes,
 )
 
 MINI = Path(__file__).resolve().parents[2] / "firefly_eval" / "minisets" / "english"
@@ -64,8 +65,8 @@ def _greedy(model, tokens: list[int], n: int) -> list[int]:
     return out[0, len(tokens):].tolist()
 
 
-@pytest.mark.parametrize("batch_size, max_batch_tokens, min_pass_tokens", [("auto", 300, None), (1, 32768, 2048)])
-def test_token_requests_greedy_shared_prefix_and_truncation(loaded, batch_size, max_batch_tokens, min_pass_tokens):
+@pytest.mark.parametrize("batch_size, max_batch_positions, min_pass_tokens", [("auto", 300, None), (1, 32768, 2048)])
+def test_token_requests_greedy_shared_prefix_and_truncation(loaded, batch_size, max_batch_positions, min_pass_tokens):
     """Greedy continuations (is_greedy True, one and several tokens), contexts sharing a long prefix and some
     not, several continuations per context, and requests over the window that HFLM truncates from the left;
     with and without dummy rows filling each pass up to a GPU's floor of token rows."""
@@ -83,7 +84,8 @@ def test_token_requests_greedy_shared_prefix_and_truncation(loaded, batch_size, 
         greedy = _greedy(model, ctx, 3)
         conts = [greedy[:1], greedy, [rnd.randrange(5, 1000) for _ in range(rnd.randrange(1, 6))], greedy[:2] + [7]]
         requests += [((None, None), ctx, cont) for cont in conts]
-    hf, ff = _both(loaded, batch_size, max_batch_tokens=max_batch_tokens, min_pass_tokens=min_pass_tokens)
+    hf, ff = _both(loaded, batch_size, max_batch_bytes=max_batch_positions * position_bytes(model)[0],
+                   min_pass_tokens=min_pass_tokens)
     assert ff.min_pass_tokens == (min_pass_tokens or 0)  # no floor by default on a CPU
     long_ctx = [rnd.randrange(5, 1000) for _ in range(hf.max_length + 3)]
     requests += [((None, None), long_ctx, [11, 12]), ((None, None), long_ctx, [13])]
@@ -104,41 +106,60 @@ def test_shared_prefix_groups_leave_the_last_context_token():
     assert {q.prefix_len for q in groups[1]} == {0}
 
 
-def test_key_budget_fits_the_free_gpu_memory(monkeypatch):
-    """A 7B (bf16) with 127 GB free: half of it over 32 layers' keys and values (512 KiB a position) and one
-    layer's row layout (32 KiB); a 24 GB card with 10 GB free holds a twelfth of that; a CPU the fixed budget."""
+def test_memory_budget_and_what_a_batch_holds(monkeypatch):
+    """A 7B (bf16): a cached context position takes 512 KiB (32 layers' keys and values), a row position 32 KiB
+    (one layer's keys, values, query, output); a GPU lends half its free memory, a CPU what 131,072 cached
+    positions take. On an H200 with 127 GB free, a batch of HellaSwag-like questions (950 context tokens, four
+    continuations of 2-60 tokens) holds about 100 questions."""
     import types
 
     import torch
     from transformers import LlamaConfig
 
-    from firefly_eval.lm_eval_model import MAX_BATCH_TOKENS, key_budget
+    from firefly_eval.lm_eval_model import MAX_BATCH_POSITIONS, memory_budget
 
     cfg = LlamaConfig(hidden_size=4096, num_attention_heads=32, num_key_value_heads=32, num_hidden_layers=32)
     model = types.SimpleNamespace(device=torch.device("cuda"), config=cfg, dtype=torch.bfloat16)
-    free = {"bytes": 127e9}
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free["bytes"], 143e9))
-    assert key_budget(model) == int(127e9 * 0.5) // (544 * 1024) == 113_992
-    free["bytes"] = 10e9
-    assert key_budget(model) == 8_975
-    assert key_budget(types.SimpleNamespace(device=torch.device("cpu"))) == MAX_BATCH_TOKENS
-
-
-def test_continuation_passes_cut_where_padding_wastes_and_both_sides_fill_the_floor():
-    """Longest first; a pass ends before a row more than PAD_SLACK shorter than its width, once the pass and the
-    rows left each have `min_pass_tokens` tokens (so no cut creates a pass of dummy rows)."""
-    import types
-
-    lm = types.SimpleNamespace(min_pass_tokens=12, _rest=FireflyLM._rest)
+    assert position_bytes(model) == (512 * 1024, 32 * 1024)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (127e9, 143e9))
+    assert memory_budget(model) == int(127e9 * 0.5)
+    model.device = torch.device("cpu")
+    assert memory_budget(model) == MAX_BATCH_POSITIONS * 512 * 1024
+    lm = types.SimpleNamespace(_position_bytes=position_bytes(model), max_batch_bytes=int(127e9 * 0.5),
+                               min_pass_tokens=2048, _rest=FireflyLM._rest)
+    lm._batch_bytes = lambda *a: FireflyLM._batch_bytes(lm, *a)
     lm._ends_pass = lambda *a: FireflyLM._ends_pass(lm, *a)
-    own = [3, 11, 4, 2, 8, 6, 3, 7, 4]  # continuation tokens minus one
-    requests = [(None, [1], [5] * (n + 1)) for n in own]
-    rows = [(0, i) for i in range(len(own))]
-    passes = FireflyLM._continuation_passes(lm, rows, requests)
-    assert [[own[i] for _, i in p] for p in passes] == [[11, 8], [7, 6], [4, 4, 3, 3, 2]]
-    lm.min_pass_tokens = 0  # a CPU: every such step cuts
-    assert [[own[i] for _, i in p] for p in FireflyLM._continuation_passes(lm, rows, requests)] == [
-        [11], [8, 7, 6], [4, 4, 3, 3], [2]]
+    requests = [(None, [7] * 950, [5] * (2 + 58 * (k % 4 == 0))) for k in range(4 * 300)]
+    group = [_Question(tuple([7] * 950 + [q]), list(range(4 * q, 4 * q + 4))) for q in range(300)]
+    sizes = [len(b) for b in FireflyLM._batches(lm, group, requests, None)]
+    assert sizes == [100, 100, 100]
+
+
+def test_cheapest_passes_pad_least():
+    """Longest first; the cut that computes the fewest token rows (padding, dummy rows up to the floor, and an
+    overhead a pass), found among all cuts between distinct lengths."""
+    import itertools
+
+    from firefly_eval.lm_eval_model import cheapest_passes
+
+    def cost(passes, lengths, floor, overhead):
+        return sum(max(len(p) * lengths[p.start], floor) + overhead for p in passes)
+
+    def brute(lengths, floor, overhead):  # every cut
+        n = len(lengths)
+        return min(cost([range(a, b) for a, b in zip((0, *cuts), (*cuts, n))], lengths, floor, overhead)
+                   for r in range(n) for cuts in itertools.combinations(range(1, n), r))
+
+    for lengths, floor, overhead in [([11, 8, 7, 6, 4, 4, 3, 3, 2], 12, 2), ([11, 8, 7, 6, 4, 4, 3, 3, 2], 0, 0),
+                                     ([50, 9, 9, 8, 8, 8, 8, 5, 5, 5, 5, 5], 64, 8), ([7], 100, 1),
+                                     ([30, 30, 2, 2, 2, 2, 2, 2], 0, 5)]:
+        passes = cheapest_passes(lengths, floor, overhead)
+        assert [k for p in passes for k in p] == list(range(len(lengths)))
+        assert cost(passes, lengths, floor, overhead) == brute(lengths, floor, overhead)
+    assert cheapest_passes([11, 8, 7, 6, 4, 4, 3, 3, 2], 0, 0) == [range(0, 1), range(1, 2), range(2, 3),
+                                                                   range(3, 4), range(4, 6), range(6, 8), range(8, 9)]
+    assert cheapest_passes([10, 9, 9, 8], 64, 8) == [range(0, 4)]  # under the floor: one pass
+    assert cheapest_passes([30, 30, 2, 2, 2, 2, 2, 2], 64, 8) == [range(0, 2), range(2, 8)]  # two, dummy-filled
 
 
 @pytest.mark.parametrize("adds_bos", [False, True])
