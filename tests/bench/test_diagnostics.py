@@ -47,3 +47,20 @@ def test_generate_row_order_on_cpu(tiny_llama, tmp_path):
     checks = json.loads(report.read_text())["checks"]
     assert all(c["identical"] == c["items"] == 4 for c in checks.values()) and len(checks) == 4
     assert checks["prefill logits (plain forward)"]["max_abs_logit_difference"] == 0
+
+
+def test_lm_eval_token_rows_on_cpu(tiny_llama, tmp_path):
+    """The work count runs on the smoke sets: each task's stock rows and ours; MMLU's one-token choices need no
+    continuation rows (stock merges them too); without the GPU's row floor (it dominates a few questions) ours
+    compute fewer token rows than stock where choices share a context."""
+    report = tmp_path / "rows.json"
+    out = _run("bench/lm_eval_token_rows.py", "--tokenizer", tiny_llama, "--data-dir",
+               REPO / "firefly_eval" / "minisets" / "english", "--tasks", "ff_arc_challenge:3", "ff_truthfulqa_mc2",
+               "ff_mmlu_high_school_geography", "--min-pass-tokens", 0, "--json", report)
+    assert "stock/ours" in out
+    rows = json.loads(report.read_text())["tasks"]
+    assert list(rows) == ["ff_arc_challenge:3", "ff_truthfulqa_mc2", "ff_mmlu_high_school_geography"]
+    assert rows["ff_arc_challenge:3"]["requests"] == 12
+    assert rows["ff_mmlu_high_school_geography"]["ours_continuation_rows"] == 0
+    assert rows["ff_arc_challenge:3"]["ratio"] > 1.5 and rows["ff_truthfulqa_mc2"]["ratio"] > 1.5
+    assert rows["ff_mmlu_high_school_geography"]["ratio"] == 1  # 4 questions: too few to share their prefix
