@@ -63,13 +63,14 @@ class _Question:
 
 
 def position_bytes(model) -> tuple[int, int]:
-    """(a cached context position: its keys and values in every layer; a position of a row over the cache, in the
-    one layer that runs at a time: its keys, values, query and output). A 7B in bf16: 512 and 32 KiB."""
+    """(a cached context position: its keys and values in every layer, twice, as the batch's cache and the pool
+    made from it coexist while the pool is built; a position of a row over the cache, in the one layer that
+    runs at a time: its keys, values, query and output). A 7B in bf16: 1,024 and 32 KiB."""
     cfg = model.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     width = torch.finfo(model.dtype).bits // 8
     kv = 2 * cfg.num_key_value_heads * head_dim * width
-    return cfg.num_hidden_layers * kv, kv + 2 * cfg.num_attention_heads * head_dim * width
+    return 2 * cfg.num_hidden_layers * kv, kv + 2 * cfg.num_attention_heads * head_dim * width
 
 
 def memory_budget(model) -> int:

@@ -107,10 +107,10 @@ def test_shared_prefix_groups_leave_the_last_context_token():
 
 
 def test_memory_budget_and_what_a_batch_holds(monkeypatch):
-    """A 7B (bf16): a cached context position takes 512 KiB (32 layers' keys and values), a row position 32 KiB
-    (one layer's keys, values, query, output); a GPU lends half its free memory, a CPU what 131,072 cached
-    positions take. On an H200 with 127 GB free, a batch of HellaSwag-like questions (950 context tokens, four
-    continuations of 2-60 tokens) holds about 100 questions."""
+    """A 7B (bf16): a cached context position takes 1 MiB (32 layers' keys and values, as cache and pool), a row
+    position 32 KiB (one layer's keys, values, query, output); a GPU lends half its free memory, a CPU what
+    131,072 cached positions take. On an H200 with 127 GB free, a batch of HellaSwag-like questions (950
+    context tokens, four continuations of 2-60 tokens) holds 56 questions."""
     import types
 
     import torch
@@ -120,11 +120,11 @@ def test_memory_budget_and_what_a_batch_holds(monkeypatch):
 
     cfg = LlamaConfig(hidden_size=4096, num_attention_heads=32, num_key_value_heads=32, num_hidden_layers=32)
     model = types.SimpleNamespace(device=torch.device("cuda"), config=cfg, dtype=torch.bfloat16)
-    assert position_bytes(model) == (512 * 1024, 32 * 1024)
+    assert position_bytes(model) == (1024 * 1024, 32 * 1024)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (127e9, 143e9))
     assert memory_budget(model) == int(127e9 * 0.5)
     model.device = torch.device("cpu")
-    assert memory_budget(model) == MAX_BATCH_POSITIONS * 512 * 1024
+    assert memory_budget(model) == MAX_BATCH_POSITIONS * 1024 * 1024
     lm = types.SimpleNamespace(_position_bytes=position_bytes(model), max_batch_bytes=int(127e9 * 0.5),
                                min_pass_tokens=2048, _rest=FireflyLM._rest)
     lm._batch_bytes = lambda *a: FireflyLM._batch_bytes(lm, *a)
@@ -132,7 +132,7 @@ def test_memory_budget_and_what_a_batch_holds(monkeypatch):
     requests = [(None, [7] * 950, [5] * (2 + 58 * (k % 4 == 0))) for k in range(4 * 300)]
     group = [_Question(tuple([7] * 950 + [q]), list(range(4 * q, 4 * q + 4))) for q in range(300)]
     sizes = [len(b) for b in FireflyLM._batches(lm, group, requests, None)]
-    assert sizes == [100, 100, 100]
+    assert sizes == [56] * 5 + [20]
 
 
 def test_cheapest_passes_pad_least():
