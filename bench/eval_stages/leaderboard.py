@@ -117,6 +117,7 @@ def _timed(name, model, tok, task_dir, task, samples, engine, batch_size, limit)
 def run(args) -> dict:
     import torch
 
+    from firefly_core.io import write_json
     from firefly_eval import checkpoints, leaderboard
 
     if args.limit is not None and args.docs and set(args.tasks) - {"mmlu"}:
@@ -140,6 +141,9 @@ def run(args) -> dict:
                                                 args.noise_batch_size, args.limit)
             unit["stock_against_itself"] = _compare(stock, again)
         result[label] = unit
+        if args.json:  # each finished unit is kept if a time limit ends the run (bench/leaderboard_shards.py reads it)
+            write_json(args.json, {"units": result, "dtype": str(model.dtype), "batch_size": str(batch_size),
+                                   "partial": True})
     full = {}
     if args.full:
         for task in args.tasks:

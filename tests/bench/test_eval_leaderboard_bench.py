@@ -64,3 +64,26 @@ def test_shards_cover_chosen_documents_and_add_up(tiny_llama, tmp_path):
     again = subprocess.run([sys.executable, "bench/leaderboard_shards.py", str(first), str(first)],
                            cwd=REPO, capture_output=True, text=True, timeout=60)
     assert again.returncode != 0 and "in an earlier shard as well" in again.stderr
+
+
+def test_a_run_cut_short_keeps_its_finished_units(tiny_llama, tmp_path):
+    """The JSON is rewritten after every unit, so a call's time limit loses only the unit running then: here the
+    run is killed once the first unit is in, and bench/leaderboard_shards.py adds up what was kept."""
+    import time
+
+    report = tmp_path / "cut.json"
+    proc = subprocess.Popen([sys.executable, "bench/eval_throughput.py", "leaderboard", "--model-dir", str(tiny_llama),
+                             "--data-dir", MINI, "--dtype", "float32", "--tasks", "arc_challenge", "hellaswag", "mmlu",
+                             "--limit", "2", "--json", str(report)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 500
+    while not report.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    kept = json.loads(report.read_text())
+    assert kept["partial"] is True and list(kept["units"])[0] == "arc_challenge" and len(kept["units"]) < 3
+    out = subprocess.run([sys.executable, "bench/leaderboard_shards.py", str(report)], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "arc_challenge" in out.stdout and "total" in out.stdout
