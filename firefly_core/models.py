@@ -164,6 +164,15 @@ def warn_if_converted_differently(folder: Path, tok) -> None:
                     folder, len(differ), len(CHECK_TEXTS), differ[0][:30])
 
 
+def kv_position_bytes(model) -> int:
+    """Bytes of one position's keys and values in one attention layer, in the model's dtype."""
+    import torch
+
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_key_value_heads * head_dim * (torch.finfo(model.dtype).bits // 8)
+
+
 def default_device() -> str:
     import torch
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from firefly_core.errors import FireflyError
 from firefly_core.io import append_jsonl
-from firefly_core.models import default_device, load_tokenizer, resolve_checkpoint
+from firefly_core.models import default_device, kv_position_bytes, load_tokenizer, resolve_checkpoint
 from firefly_core.schemas import checked
 from firefly_core.templates import get_template, render_conversation
 from firefly_eval import checkpoints
@@ -149,9 +149,8 @@ def auto_batch_size(model, n_items: int, max_len: int) -> int:
     if model.device.type != "cuda":
         return min(n_items, 8)
     cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     width = torch.finfo(model.dtype).bits // 8
-    kv_cache = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * max_len * width
+    kv_cache = cfg.num_hidden_layers * kv_position_bytes(model) * max_len
     prefill = max_len * (cfg.intermediate_size * 3 + cfg.hidden_size * 8) * width  # activations of one layer
     sampler = model.get_output_embeddings().weight.shape[0] * 48  # float32/float64/int64 [rows, vocab] temporaries
     free, _ = torch.cuda.mem_get_info(model.device)

@@ -16,7 +16,7 @@ format (it subclasses it) and changes only how the scores are computed:
 4. only the positions that are scored go through the output layer and the log-softmax (row-invariant: the
    ninth session measured it bit for bit on an H200);
 5. questions are sorted by context length and batched under a memory budget (`memory_budget`), a batch
-   ending where padding would waste more than PAD_SLACK of its contexts' width (`_ends_pass`); its
+   ending where padding would waste more than PAD_SLACK of its contexts' width (`_ends_batch`); its
    continuation rows, longest first, are cut into the passes that compute the fewest token rows
    (`cheapest_passes`; padding had been two thirds of HellaSwag's and TruthfulQA's continuation rows).
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 from dataclasses import dataclass, field
 from unittest import mock
@@ -41,6 +42,7 @@ from lm_eval.models.huggingface import HFLM, _add_special_kwargs, has_bos_prefix
 from tqdm import tqdm
 
 from firefly_core.errors import FireflyError
+from firefly_core.models import kv_position_bytes
 from firefly_eval.cached_rows import pool_of, rows_over
 from firefly_eval.prefix_ppl import common_prefix_len
 
@@ -50,7 +52,7 @@ MIN_PASS_TOKENS = 2048  # on a GPU, token rows per forward pass at the least: fe
 MAX_BATCH_POSITIONS = 131072  # on a CPU, a batch may hold what this many cached context positions take
 GPU_MEMORY_SHARE = 0.5  # of the free memory, for a batch's keys, values and row layouts (`memory_budget`)
 ENCODE_CHUNK = 4096  # requests whose strings are encoded in one batch call
-PAD_SLACK = 0.25  # a batch ends before a context this much shorter than its width (`FireflyLM._ends_pass`)
+PAD_SLACK = 0.25  # a batch ends before a context this much shorter than its width (`FireflyLM._ends_batch`)
 PASS_OVERHEAD_TOKENS = 256  # what one more forward pass costs, in token rows (`cheapest_passes`)
 
 
@@ -67,10 +69,8 @@ def position_bytes(model) -> tuple[int, int]:
     made from it coexist while the pool is built; a position of a row over the cache, in the one layer that
     runs at a time: its keys, values, query and output). A 7B in bf16: 1,024 and 32 KiB."""
     cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    width = torch.finfo(model.dtype).bits // 8
-    kv = 2 * cfg.num_key_value_heads * head_dim * width
-    return 2 * cfg.num_hidden_layers * kv, kv + 2 * cfg.num_attention_heads * head_dim * width
+    kv = kv_position_bytes(model)
+    return 2 * cfg.num_hidden_layers * kv, kv + kv * cfg.num_attention_heads // cfg.num_key_value_heads
 
 
 def memory_budget(model) -> int:
@@ -143,12 +143,14 @@ class _EncodeAhead:
     def encode(self, strings: list[str]) -> dict[str, list[int]]:
         """HFLM.tok_encode's special-token rule (none added to a string that starts with the BOS text), batched."""
         kwargs = _add_special_kwargs(None, self.lm.add_bos_token)
-        plain = [s for s in strings if not has_bos_prefix(s, self.bos)]
+        groups: dict[bool, list[str]] = {False: [], True: []}  # starts with the BOS text -> strings
+        for s in strings:
+            groups[has_bos_prefix(s, self.bos)].append(s)
         found = {}
         with parallel_tokenizers():
-            for group, extra in ((plain, {}), ([s for s in strings if has_bos_prefix(s, self.bos)],
-                                               {"add_special_tokens": False})):
+            for bos, group in groups.items():
                 if group:
+                    extra = {"add_special_tokens": False} if bos else {}
                     ids = self.lm.tokenizer(group, **{**kwargs, **extra}, return_attention_mask=False)["input_ids"]
                     found.update(zip(group, ids))
         return found
@@ -270,34 +272,25 @@ class FireflyLM(HFLM):
         return len(batch) * width * cached + rows * (width + own) * layout
 
     def _batches(self, group: list[_Question], requests, max_rows: int | None):
-        """Longest contexts first; each batch under `max_batch_bytes` and `max_rows` questions,
-        its contexts one pass (`_ends_pass`)."""
+        """Longest contexts first; each batch under `max_batch_bytes` and `max_rows` questions, its contexts one
+        pass of little padding (`_ends_batch`)."""
         ordered = sorted(group, key=lambda q: -len(q.context))
         lengths = [len(q.context) - q.prefix_len for q in ordered]
-        rest = self._rest(lengths)
+        rest = list(itertools.accumulate(reversed(lengths)))[::-1]  # tokens from each context on
         batch: list[_Question] = []
         for k, q in enumerate(ordered):
             if batch and (len(batch) == max_rows or self._batch_bytes(batch + [q], requests) > self.max_batch_bytes
-                          or self._ends_pass(lengths[k], len(batch[0].context) - q.prefix_len, len(batch), rest[k])):
+                          or self._ends_batch(lengths[k], len(batch[0].context) - q.prefix_len, len(batch), rest[k])):
                 yield batch
                 batch = []
             batch.append(q)
         if batch:
             yield batch
 
-    @staticmethod
-    def _rest(lengths: list[int]) -> list[int]:
-        """Tokens from each row on (suffix sums)."""
-        rest, total = [], 0
-        for n in reversed(lengths):
-            total += n
-            rest.append(total)
-        return rest[::-1]
-
-    def _ends_pass(self, length: int, width: int, rows: int, rest: int) -> bool:
-        """Whether a pass of `rows` rows padded to `width` (longest first) ends before a row of `length` with
-        `rest` tokens from it on: when padding that row would waste more than PAD_SLACK of the width, and both
-        this pass and the rest fill `min_pass_tokens` token rows (a pass with fewer gets dummy rows instead)."""
+    def _ends_batch(self, length: int, width: int, rows: int, rest: int) -> bool:
+        """Whether a batch of `rows` contexts padded to `width` (longest first) ends before a context of `length`
+        with `rest` tokens from it on: when padding it would waste more than PAD_SLACK of the width, and both
+        this batch's pass and the rest fill `min_pass_tokens` token rows (a pass with fewer gets dummy rows)."""
         return length < (1 - PAD_SLACK) * width and min(rows * width, rest) >= self.min_pass_tokens
 
     def _continuation_passes(self, rows: list[tuple[int, int]], requests) -> list[list[tuple[int, int]]]:

@@ -126,9 +126,9 @@ def test_memory_budget_and_what_a_batch_holds(monkeypatch):
     model.device = torch.device("cpu")
     assert memory_budget(model) == MAX_BATCH_POSITIONS * 1024 * 1024
     lm = types.SimpleNamespace(_position_bytes=position_bytes(model), max_batch_bytes=int(127e9 * 0.5),
-                               min_pass_tokens=2048, _rest=FireflyLM._rest)
+                               min_pass_tokens=2048)
     lm._batch_bytes = lambda *a: FireflyLM._batch_bytes(lm, *a)
-    lm._ends_pass = lambda *a: FireflyLM._ends_pass(lm, *a)
+    lm._ends_batch = lambda *a: FireflyLM._ends_batch(lm, *a)
     requests = [(None, [7] * 950, [5] * (2 + 58 * (k % 4 == 0))) for k in range(4 * 300)]
     group = [_Question(tuple([7] * 950 + [q]), list(range(4 * q, 4 * q + 4))) for q in range(300)]
     sizes = [len(b) for b in FireflyLM._batches(lm, group, requests, None)]
