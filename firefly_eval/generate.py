@@ -7,11 +7,11 @@ a kill is cut away first); a file made for another set or with other settings is
 Sampling follows the seed (top_p 0.9, temperature 0.35). Every item has its own seed, derived from the
 base seed and the item id; its noise at each step is a hash of (seed, step, token) (`firefly_eval.sampling`),
 so an item's answer depends neither on which other items share its batch nor on the run. On a CPU (float32)
-that holds exactly. On a GPU, SDPA's default kernel for a masked decoding step is cuDNN's, and on an H200 it
-gives other logits when the same step runs again (bench/NOTES.md, tenth session: 110 of 130 rows bit-identical);
-PyTorch documents its forward as nondeterministic, its memory-efficient kernel's as deterministic. So on CUDA
-the decoder attends with the memory-efficient kernel only (`DECODING_ATTENTION`; the math kernel, also
-deterministic, decoded at 973 tokens/s against 7,175). Engines: transformers with our own batched decoding
+that holds exactly. On a GPU it holds because the decoder avoids SDPA's fused kernels where they do not repeat
+themselves: a decoding step attends with two matrix products (`firefly_eval.step_attention`: cuDNN's masked
+step gave other logits when the same step ran again on an H200, bench/NOTES.md tenth session), and a prompt's
+prefill with SDPA's memory-efficient kernel (`PREFILL_ATTENTION`), whose forward PyTorch documents as
+deterministic. Engines: transformers with our own batched decoding
 loop (`StaticDecoder`: left padding, static KV cache, the decoding step compiled with CUDA graphs on a GPU;
 float32 on CPU, bf16 on GPU); vLLM on a GPU when it is installed (checked against a stand-in module only: it
 cannot be installed next to our torch).
@@ -30,7 +30,7 @@ from firefly_core.io import append_jsonl
 from firefly_core.models import default_device, kv_position_bytes, load_tokenizer, resolve_checkpoint
 from firefly_core.schemas import checked
 from firefly_core.templates import get_template, render_conversation
-from firefly_eval import checkpoints
+from firefly_eval import checkpoints, step_attention
 from firefly_eval.answers import read_answers
 from firefly_eval.eval_set import load_set
 from firefly_eval.sampling import ItemSampler
@@ -165,7 +165,7 @@ def plan_batches(n_items: int, batch_size: int) -> list[range]:
     return [range(start, min(start + size, n_items)) for start in range(0, n_items, size)]
 
 
-DECODING_ATTENTION = ("EFFICIENT_ATTENTION", "MATH")  # SDPA backends a CUDA decoder may use: deterministic ones
+PREFILL_ATTENTION = ("EFFICIENT_ATTENTION", "MATH")  # SDPA backends a CUDA prefill may use: deterministic ones
 
 
 class StaticDecoder:
@@ -173,9 +173,10 @@ class StaticDecoder:
 
     The prefill runs eagerly; the one-token decoding step is compiled on CUDA (`torch.compile`, mode
     'reduce-overhead': CUDA graphs over a fixed batch and cache shape). If compiling or running the compiled
-    step fails, the batch is decoded again eagerly and `path` says so (a warning is logged). On CUDA both
-    attend with the SDPA backends in `attention_backends` only (default `DECODING_ATTENTION`; None: SDPA's own
-    choice), set while the step is traced and run.
+    step fails, the batch is decoded again eagerly and `path` says so (a warning is logged). While decoding, the
+    model attends through `STEP_ATTENTION` (SDPA for the prefill, matrix products for a step; `sdpa_step` False:
+    SDPA for both, the benchmarks' comparison), SDPA restricted to the backends in `attention_backends` (on CUDA
+    `PREFILL_ATTENTION`; None: SDPA's own choice).
     """
 
     def __init__(self, model, rows: int, max_len: int, compile_step: bool):
@@ -183,7 +184,8 @@ class StaticDecoder:
         from transformers import StaticCache
 
         self.model, self.rows, self.max_len = model, rows, max_len
-        self.attention_backends = DECODING_ATTENTION if model.device.type == "cuda" else None
+        self.attention_backends = PREFILL_ATTENTION if model.device.type == "cuda" else None
+        self.sdpa_step = False
         self.cache = StaticCache(config=model.config, max_cache_len=max_len)
         self.compiled = compile_step
         self.path = "static cache, compiled step (CUDA graphs)" if compile_step else "static cache, eager"
@@ -206,13 +208,20 @@ class StaticDecoder:
         mask[:, : attention_mask.shape[1]] = attention_mask
         return mask
 
+    @contextlib.contextmanager
     def attention(self):
-        """The context every forward of this decoder runs in: SDPA restricted to `attention_backends`."""
+        """The context every forward of this decoder runs in: the model on `STEP_ATTENTION` (unless `sdpa_step`),
+        SDPA restricted to `attention_backends`."""
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        if self.attention_backends is None:
-            return contextlib.nullcontext()
-        return sdpa_kernel([getattr(SDPBackend, name) for name in self.attention_backends])
+        before = self.model.config._attn_implementation
+        self.model.set_attn_implementation("sdpa" if self.sdpa_step else step_attention.register())
+        try:
+            with (contextlib.nullcontext() if self.attention_backends is None else
+                  sdpa_kernel([getattr(SDPBackend, name) for name in self.attention_backends])):
+                yield
+        finally:
+            self.model.set_attn_implementation(before)
 
     def decode(self, input_ids, attention_mask, max_new_tokens: int, pick, stop_ids: list[int]):
         """[rows, <= max_new_tokens] new token ids; `pick(logits, step)` chooses each step's tokens."""

@@ -8,7 +8,8 @@ Rows of the table:
   `torch.Generator`), on the first `--reference-items` prompts only (all 130 would take ~7 minutes at 7B);
 - `ours, greedy` and `ours, sampled` (three times: again as it was, then with the batch rows in reverse order):
   `firefly_eval.generate.BatchedGenerator`, after one warm-up (compiling the decoding step and capturing its
-  CUDA graph on a GPU), timed separately.
+  CUDA graph on a GPU), timed separately. `--sdpa-step` decodes its steps on SDPA (restricted as the prefill: the
+  memory-efficient kernel on a GPU) instead of the decoder's matrix products, for the comparison.
 Checks: ours greedy against plain greedy token for token (equal on a CPU in float32; in bf16 on a GPU a
 random-init model's near-flat logits let rounding differences flip a token, so the common prefix is reported
 too), and ours sampled reproducible when run again and across the two batch orders.
@@ -35,6 +36,8 @@ def add_arguments(p) -> None:
                    help="prompts answered by the before path (batches of 8; 0 skips it)")
     p.add_argument("--device", help="default: cuda when available")
     p.add_argument("--no-plain", action="store_true", help="skip plain greedy generate (and the check against it)")
+    p.add_argument("--sdpa-step", action="store_true",
+                   help="ours: decoding steps on SDPA (restricted as the prefill) instead of the matrix-product step")
 
 
 def _sync(device) -> None:
@@ -159,6 +162,7 @@ def run(args) -> dict:
 
     generator = BatchedGenerator(model, tokenizer, texts, args.max_new_tokens, stop_ids,
                                  parse_batch_size(args.batch_size), compile_step=False if args.no_compile else None)
+    generator.decoder.sdpa_step = args.sdpa_step
     _, warmup_s = _timed(generator.warm_up, device)
     print(f"  ours: warm-up {warmup_s:.1f} s ({generator.decoder.path}); {len(generator.batches)} batch(es) of "
           f"{generator.decoder.rows}", flush=True)
@@ -195,7 +199,7 @@ def run(args) -> dict:
           f"the same with rows reversed: {checks['sampled_reproducible_items']}/{len(texts)} items")
     return {"rows": rows, "checks": checks, "warmup_seconds": round(warmup_s, 2), "load_seconds": round(load_s, 2),
             "sampled_with_warmup_tokens_per_s": round(with_warmup, 1), "prompt_tokens": [min(lengths), max(lengths)],
-            "cache_positions": generator.decoder.max_len,
-            "decoding": generator.decoder.path, "batches": len(generator.batches), "batch_rows": generator.decoder.rows,
+            "cache_positions": generator.decoder.max_len, "decoding": generator.decoder.path,
+            "sdpa_step": args.sdpa_step, "batches": len(generator.batches), "batch_rows": generator.decoder.rows,
             "device": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu",
             "dtype": str(model.dtype), "template": template.name}

@@ -37,9 +37,9 @@ def test_generate_row_order_on_cpu(tiny_llama, tmp_path):
     assert all(c["identical"] == c["items"] == 4 for c in checks.values())
     assert checks["prefill logits (plain forward)"]["max_abs_logit_difference"] == 0
     _run("bench/generate_row_order.py", "--model-dir", tiny_llama, "--items", 4, "--steps", 3, "--settings",
-         "default", "sdpa-math", "--json", report)
+         "default", "sdpa-math", "matmul-step", "--json", report)
     checks = json.loads(report.read_text())["checks"]
-    assert set(checks) == {f"[{s}] {what}" for s in ("default", "sdpa-math")
+    assert set(checks) == {f"[{s}] {what}" for s in ("default", "sdpa-math", "matmul-step")
                            for what in ("decoding step logits", "greedy, eager, 3 steps")}
     assert all(c["identical"] == c["items"] == 4 for c in checks.values())
     _run("bench/generate_row_order.py", "--model-dir", tiny_llama, "--items", 4, "--steps", 3, "--repeat",

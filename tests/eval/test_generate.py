@@ -264,33 +264,67 @@ def test_inductor_compile_on_cpu_matches_eager(tiny_model):
 
 
 def test_decoder_attends_with_the_deterministic_kernels_only(tiny_model, monkeypatch):
-    """On CUDA the decoder's forwards (prefill and steps, and the eager retry) run with SDPA restricted to
-    `DECODING_ATTENTION` (cuDNN's masked kernel does not repeat itself on an H200). The CPU model is given that
-    setting here: every attention call sees cuDNN and flash disabled, and the tokens are the unrestricted ones
-    (on the CPU the restriction leaves SDPA's math kernel)."""
+    """While decoding, the model attends through `STEP_ATTENTION`: the prefill with SDPA restricted to
+    `attention_backends` (on CUDA `PREFILL_ATTENTION`: cuDNN's masked kernel does not repeat itself on an H200; the
+    CPU model is given that setting here, every SDPA call sees cuDNN and flash disabled), every decoding step
+    with matrix products and no SDPA call. The tokens are those of SDPA throughout (float32), and the model's own
+    attention is restored afterwards."""
     import torch
 
-    from firefly_eval import generate
+    from firefly_eval import generate, step_attention
 
     model, tok, texts = tiny_model
     texts = texts[:3]
-    free, gen = token_rows(tiny_model, texts, [1, 2, 3], 3, max_new_tokens=5)
+    gen = BatchedGenerator(model, tok, texts, 5, [tok.eos_token_id], 3, compile_step=False)
     assert gen.decoder.attention_backends is None  # a CPU model: SDPA's own choice
-    seen = []
+    gen.decoder.sdpa_step = True
+    sdpa_only = dict(gen.token_rows([1, 2, 3]))
+    seen, steps = [], []
     real_sdpa = torch.nn.functional.scaled_dot_product_attention
+    real_step = step_attention.step_attention
 
     def recording_sdpa(*args, **kwargs):
         seen.append((torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled(),
                      torch.backends.cuda.mem_efficient_sdp_enabled()))
         return real_sdpa(*args, **kwargs)
 
+    def recording_step(module, query, *args, **kwargs):
+        steps.append(query.shape[2])
+        return real_step(module, query, *args, **kwargs)
+
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    monkeypatch.setattr(step_attention, "step_attention", recording_step)
     gen = BatchedGenerator(model, tok, texts, 5, [tok.eos_token_id], 3, compile_step=False)
-    gen.decoder.attention_backends = generate.DECODING_ATTENTION
-    assert dict(gen.token_rows([1, 2, 3])) == free
-    assert len(seen) == 5 * model.config.num_hidden_layers  # prefill and four steps
+    gen.decoder.attention_backends = generate.PREFILL_ATTENTION
+    assert dict(gen.token_rows([1, 2, 3])) == sdpa_only
+    layers = model.config.num_hidden_layers
+    assert len(seen) == layers  # the prefill only
     assert set(seen) == {(False, False, True)}
+    assert sorted(set(steps)) == [1, max(steps)] and steps.count(1) == 4 * layers  # four steps
     assert torch.backends.cuda.cudnn_sdp_enabled()  # restored after decoding
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_step_attention_is_sdpa_for_one_query(tiny_model):
+    """The matrix-product step gives SDPA's attention output for one query a row over a padded cache, with
+    grouped-query heads (the tiny model has 4 query heads on 2 key/value heads), with and without a mask."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from firefly_eval.step_attention import step_attention
+
+    model = tiny_model[0]
+    module = model.model.layers[0].self_attn
+    torch.manual_seed(0)
+    query, key, value = torch.randn(3, 4, 1, 16), torch.randn(3, 2, 9, 16), torch.randn(3, 2, 9, 16)
+    mask = torch.ones(3, 1, 1, 9, dtype=torch.bool)
+    mask[0, ..., :4] = False
+    mask[2, ..., 7:] = False
+    for m in (mask, None):
+        ours, _ = step_attention(module, query, key, value, m, scaling=0.25)
+        ref, _ = sdpa_attention_forward(module, query, key, value, m, scaling=0.25)
+        assert ours.shape == ref.shape == (3, 1, 4, 16)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_failed_compile_falls_back_to_eager(tiny_model, monkeypatch):
