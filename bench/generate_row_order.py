@@ -106,7 +106,7 @@ def main() -> None:
     for name in args.settings or []:
         gen, orders = generator(False)
         gen.decoder.attention_backends = None  # the setting, not the decoder's own restriction, picks the kernels
-        gen.decoder.sdpa_step = SETTINGS[name][2]
+        gen.decoder.matmul_steps = not SETTINGS[name][2]
         tokens, step_logits = {}, {}
         with numerics(name):
             for order_name, order in orders.items():

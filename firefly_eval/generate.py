@@ -174,9 +174,10 @@ class StaticDecoder:
     The prefill runs eagerly; the one-token decoding step is compiled on CUDA (`torch.compile`, mode
     'reduce-overhead': CUDA graphs over a fixed batch and cache shape). If compiling or running the compiled
     step fails, the batch is decoded again eagerly and `path` says so (a warning is logged). While decoding, the
-    model attends through `STEP_ATTENTION` (SDPA for the prefill, matrix products for a step; `sdpa_step` False:
-    SDPA for both, the benchmarks' comparison), SDPA restricted to the backends in `attention_backends` (on CUDA
-    `PREFILL_ATTENTION`; None: SDPA's own choice).
+    model attends through `STEP_ATTENTION` when `matmul_steps` (SDPA for the prefill, matrix products for a step;
+    False: the model's own attention throughout, as for a model that cannot be switched, and the benchmarks'
+    comparison), SDPA restricted to the backends in `attention_backends` (on CUDA `PREFILL_ATTENTION`; None:
+    SDPA's own choice).
     """
 
     def __init__(self, model, rows: int, max_len: int, compile_step: bool):
@@ -185,7 +186,10 @@ class StaticDecoder:
 
         self.model, self.rows, self.max_len = model, rows, max_len
         self.attention_backends = PREFILL_ATTENTION if model.device.type == "cuda" else None
-        self.sdpa_step = False
+        self.matmul_steps = step_attention.switchable(model)
+        if not self.matmul_steps:
+            log.warning("%s cannot be switched to matrix-product decoding steps; it decodes with its own attention",
+                        type(model).__name__)
         self.cache = StaticCache(config=model.config, max_cache_len=max_len)
         self.compiled = compile_step
         self.path = "static cache, compiled step (CUDA graphs)" if compile_step else "static cache, eager"
@@ -210,12 +214,13 @@ class StaticDecoder:
 
     @contextlib.contextmanager
     def attention(self):
-        """The context every forward of this decoder runs in: the model on `STEP_ATTENTION` (unless `sdpa_step`),
+        """The context every forward of this decoder runs in: the model on `STEP_ATTENTION` if `matmul_steps`,
         SDPA restricted to `attention_backends`."""
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         before = self.model.config._attn_implementation
-        self.model.set_attn_implementation("sdpa" if self.sdpa_step else step_attention.register())
+        if self.matmul_steps:
+            self.model.set_attn_implementation(step_attention.STEP_ATTENTION)
         try:
             with (contextlib.nullcontext() if self.attention_backends is None else
                   sdpa_kernel([getattr(SDPBackend, name) for name in self.attention_backends])):

@@ -11,7 +11,7 @@ The query heads that share a key/value head (grouped-query attention) are laid s
 repeated either.
 
 `STEP_ATTENTION` is registered with transformers (`AttentionInterface`, and SDPA's boolean mask under the same
-name); `StaticDecoder` switches its model to it while decoding.
+name); `StaticDecoder` switches its model to it while decoding, where the model can be switched (`switchable`).
 """
 from __future__ import annotations
 
@@ -45,3 +45,13 @@ def register() -> str:
     AttentionInterface.register(STEP_ATTENTION, step_attention)
     AttentionMaskInterface.register(STEP_ATTENTION, sdpa_mask)
     return STEP_ATTENTION
+
+
+def switchable(model) -> bool:
+    """Whether `set_attn_implementation` can put `model` on `STEP_ATTENTION` (a model with its own attention code,
+    such as a remote-code one, cannot: transformers then warns and leaves it). The model is left as it was."""
+    before = model.config._attn_implementation
+    model.set_attn_implementation(register())
+    switched = model.config._attn_implementation == STEP_ATTENTION
+    model.set_attn_implementation(before)
+    return switched

@@ -162,7 +162,7 @@ def run(args) -> dict:
 
     generator = BatchedGenerator(model, tokenizer, texts, args.max_new_tokens, stop_ids,
                                  parse_batch_size(args.batch_size), compile_step=False if args.no_compile else None)
-    generator.decoder.sdpa_step = args.sdpa_step
+    generator.decoder.matmul_steps &= not args.sdpa_step
     _, warmup_s = _timed(generator.warm_up, device)
     print(f"  ours: warm-up {warmup_s:.1f} s ({generator.decoder.path}); {len(generator.batches)} batch(es) of "
           f"{generator.decoder.rows}", flush=True)
@@ -200,6 +200,6 @@ def run(args) -> dict:
     return {"rows": rows, "checks": checks, "warmup_seconds": round(warmup_s, 2), "load_seconds": round(load_s, 2),
             "sampled_with_warmup_tokens_per_s": round(with_warmup, 1), "prompt_tokens": [min(lengths), max(lengths)],
             "cache_positions": generator.decoder.max_len, "decoding": generator.decoder.path,
-            "sdpa_step": args.sdpa_step, "batches": len(generator.batches), "batch_rows": generator.decoder.rows,
+            "matmul_steps": generator.decoder.matmul_steps, "batches": len(generator.batches), "batch_rows": generator.decoder.rows,
             "device": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu",
             "dtype": str(model.dtype), "template": template.name}

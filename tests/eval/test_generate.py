@@ -277,7 +277,7 @@ def test_decoder_attends_with_the_deterministic_kernels_only(tiny_model, monkeyp
     texts = texts[:3]
     gen = BatchedGenerator(model, tok, texts, 5, [tok.eos_token_id], 3, compile_step=False)
     assert gen.decoder.attention_backends is None  # a CPU model: SDPA's own choice
-    gen.decoder.sdpa_step = True
+    gen.decoder.matmul_steps = False
     sdpa_only = dict(gen.token_rows([1, 2, 3]))
     seen, steps = [], []
     real_sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -302,6 +302,23 @@ def test_decoder_attends_with_the_deterministic_kernels_only(tiny_model, monkeyp
     assert set(seen) == {(False, False, True)}
     assert sorted(set(steps)) == [1, max(steps)] and steps.count(1) == 4 * layers  # four steps
     assert torch.backends.cuda.cudnn_sdp_enabled()  # restored after decoding
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_model_that_cannot_switch_decodes_with_its_own_attention(tiny_model, monkeypatch, caplog):
+    """A model whose attention `set_attn_implementation` cannot change (remote code: transformers warns and leaves
+    it) is found out once, when the decoder is built, and decodes on its own attention."""
+    model, tok, texts = tiny_model
+    texts = texts[:3]
+    own, gen = token_rows(tiny_model, texts, [1, 2, 3], 3, max_new_tokens=5)
+    assert gen.decoder.matmul_steps
+    monkeypatch.setattr(model, "set_attn_implementation", lambda name: None, raising=False)
+    with caplog.at_level("WARNING", logger="firefly_eval.generate"):
+        unswitched, gen = token_rows(tiny_model, texts, [1, 2, 3], 3, max_new_tokens=5)
+    assert not gen.decoder.matmul_steps
+    assert [r.message for r in caplog.records] == [
+        "LlamaForCausalLM cannot be switched to matrix-product decoding steps; it decodes with its own attention"]
+    assert unswitched == own  # float32: the same tokens either way
     assert model.config._attn_implementation == "sdpa"
 
 
