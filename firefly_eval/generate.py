@@ -11,10 +11,9 @@ that holds exactly. On a GPU it holds because the decoder avoids SDPA's fused ke
 themselves: a decoding step attends with two matrix products (`firefly_eval.step_attention`: cuDNN's masked
 step gave other logits when the same step ran again on an H200, bench/NOTES.md tenth session), and a prompt's
 prefill with SDPA's memory-efficient kernel (`PREFILL_ATTENTION`), whose forward PyTorch documents as
-deterministic. Engines: transformers with our own batched decoding
-loop (`StaticDecoder`: left padding, static KV cache, the decoding step compiled with CUDA graphs on a GPU;
-float32 on CPU, bf16 on GPU); vLLM on a GPU when it is installed (checked against a stand-in module only: it
-cannot be installed next to our torch).
+deterministic. Engines: transformers with our own batched decoding loop (`StaticDecoder`: left padding, static
+KV cache, the decoding step compiled with CUDA graphs on a GPU; float32 on CPU, bf16 on GPU); vLLM on a GPU when
+it is installed (checked against a stand-in module only: it cannot be installed next to our torch).
 """
 from __future__ import annotations
 
