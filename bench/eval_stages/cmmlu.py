@@ -69,6 +69,16 @@ def compare(ref_dir: Path, ours_dir: Path) -> dict:
             "max_relative_ppl_difference": max_rel, "differences": diffs}
 
 
+def print_agreement(name: str, a: dict) -> None:
+    """One reference's agreement (`compare`'s dict): the count, then every differing question."""
+    print(f"{name}{'' if ' vs ' in name else ' vs firefly'}: predictions identical on {a['identical']} of "
+          f"{a['questions']} questions ({100 * a['identical_share']:.2f} %); max relative PPL difference "
+          f"{a['max_relative_ppl_difference']:.2e}")
+    for d in a["differences"]:
+        print(f"  {d['subject']} #{d['index']}: {d['reference']} vs {d['ours']}, "
+              f"reference margin {d['reference_margin']:.3g}")
+
+
 def run(args) -> dict:
     from firefly_eval import cmmlu_data
 
@@ -92,12 +102,7 @@ def run(args) -> dict:
         print(f"{name:<32} {r['questions']:>9} {r['seconds']:>8.1f} {r['questions_per_s']:>12.2f} "
               f"{r['average']:>8.2f} {ratio:>12.1f}x")
     for name, a in agreement.items():
-        print(f"{name}{'' if ' vs ' in name else ' vs firefly'}: predictions identical on {a['identical']} of "
-              f"{a['questions']} questions ({100 * a['identical_share']:.2f} %); max relative PPL difference "
-              f"{a['max_relative_ppl_difference']:.2e}")
-        for d in a["differences"]:
-            print(f"  {d['subject']} #{d['index']}: {d['reference']} vs {d['ours']}, "
-                  f"reference margin {d['reference_margin']:.3g}")
+        print_agreement(name, a)
     for r in rows.values():
         r["predictions"] = str(r["predictions"])
     return {"subjects": subjects, "rows": rows, "agreement": agreement}
