@@ -471,6 +471,13 @@ def _step_repeats_and_matches_sdpa(device, rows, heads, keys, dim, dtype, tolera
     torch.testing.assert_close(first.float(), ref.float(), rtol=tolerance, atol=tolerance)
 
 
+def test_step_repeats_itself_eager_and_compiled():
+    """The GPU test's checks at a small shape on the CPU (float32)."""
+    import torch
+
+    _step_repeats_and_matches_sdpa("cpu", 6, 4, 40, 16, torch.float32, 1e-5)
+
+
 @pytest.mark.gpu
 def test_on_cuda_the_step_repeats_itself_and_matches_sdpa():
     """On a GPU in bf16 at a 7B's decoding shape (130 rows, 32 heads, a 736-position cache, left padding): the
