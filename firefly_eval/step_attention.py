@@ -4,7 +4,8 @@ A decoding step has one query per row against a whole static cache, so it is a r
 values. On an H200 SDPA's fused kernels for that masked step either do not repeat themselves (cuDNN's: 110 of
 130 rows bit-identical when the same step runs again) or read the cache at about 1.9 TB/s (the memory-efficient
 kernel: 4,276 tokens/s greedy against cuDNN's 7,044; bench/NOTES.md, tenth and eleventh sessions). SDPA's math
-kernel first copies the cache to float32 (973 tokens/s). The step here computes what transformers' own eager
+kernel computes from float32 copies of bf16 inputs (unless `allow_fp16_bf16_reduction_math_sdp` is set), so it
+copies the whole cache every step (973 tokens/s). The step here computes what transformers' own eager
 attention does, without copying the cache: scores as a bf16 product (float32 accumulation), the padding mask,
 softmax in float32, then the product with the values. Matrix products and softmax give the same bits every run.
 The query heads that share a key/value head (grouped-query attention) are laid side by side, so the keys are not
