@@ -225,20 +225,20 @@ class StaticDecoder:
                   sdpa_kernel([getattr(SDPBackend, name) for name in self.attention_backends])):
                 yield
         finally:
-            self.model.set_attn_implementation(before)
+            if self.matmul_steps:
+                self.model.set_attn_implementation(before)
 
     def decode(self, input_ids, attention_mask, max_new_tokens: int, pick, stop_ids: list[int]):
         """[rows, <= max_new_tokens] new token ids; `pick(logits, step)` chooses each step's tokens."""
-        try:
-            with self.attention():
+        with self.attention():
+            try:
                 return self._decode(input_ids, attention_mask, max_new_tokens, pick, stop_ids)
-        except Exception as e:  # noqa: BLE001 - any failure of the compiled step falls back to eager decoding
-            if not self.compiled:
-                raise
-            log.warning("compiled decoding failed (%s: %s); decoding eagerly", type(e).__name__, str(e)[:500])
-            self.compiled, self._step = False, self._forward
-            self.path = f"static cache, eager (compiled step failed: {type(e).__name__})"
-            with self.attention():
+            except Exception as e:  # noqa: BLE001 - any failure of the compiled step falls back to eager decoding
+                if not self.compiled:
+                    raise
+                log.warning("compiled decoding failed (%s: %s); decoding eagerly", type(e).__name__, str(e)[:500])
+                self.compiled, self._step = False, self._forward
+                self.path = f"static cache, eager (compiled step failed: {type(e).__name__})"
                 return self._decode(input_ids, attention_mask, max_new_tokens, pick, stop_ids)
 
     def _decode(self, input_ids, attention_mask, max_new_tokens, pick, stop_ids):
