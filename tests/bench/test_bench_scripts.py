@@ -116,6 +116,23 @@ def test_sdpa_backends_times_each_backend_on_new_and_seen_shapes(tmp_path):
     assert "error" in result["backends"]["efficient"]
 
 
+def test_step_attention_speed_times_every_way_of_a_decoding_step(tmp_path):
+    """Grouped heads (4 queries over 2 key/value heads): every way that runs gives the same step within float32
+    rounding and the same bits when run again; the CPU's refusals are rows that say so."""
+    report = tmp_path / "step.json"
+    out = _run("bench/step_attention_speed.py", "--rows", 3, "--heads", 4, "--kv-heads", 2, "--keys", 24,
+               "--head-dim", 8, "--iters", 1, "--json", report)
+    assert "matmul step, compiled" in out
+    result = json.loads(report.read_text())
+    assert result["reference"] == "sdpa default"
+    assert set(result["ways"]) == {"sdpa efficient", "sdpa cudnn", "sdpa default", "matmul step",
+                                   "matmul step, compiled", "reduction, compiled"}
+    ran = {name: row for name, row in result["ways"].items() if "error" not in row}
+    assert set(ran) == {"sdpa default", "matmul step", "matmul step, compiled", "reduction, compiled"}
+    for row in ran.values():
+        assert row["repeats_bitwise"] and row["max_abs_diff_vs_reference"] < 1e-5
+
+
 def test_device_idle_charges_each_gap_to_the_cpu_op_running_in_it():
     """GPU gaps between kernels (other streams count as busy, gaps under the threshold are ignored, a range's
     span on the GPU timeline is not a kernel) are charged to the innermost CPU op running at their middle, on any
