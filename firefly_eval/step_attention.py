@@ -9,7 +9,8 @@ copies the whole cache every step (973 tokens/s). The step here computes what tr
 attention does, without copying the cache: scores as a bf16 product (float32 accumulation), the padding mask,
 softmax in float32, then the product with the values. Matrix products and softmax give the same bits every run.
 The query heads that share a key/value head (grouped-query attention) are laid side by side, so the keys are not
-repeated either.
+repeated either. On the H200 at the 7B's decoding shape a layer's step takes 0.467 ms (cuDNN's 0.455, the
+memory-efficient kernel's 0.928) and gives the same bits every run (`bench/step_attention_speed.py`).
 
 `STEP_ATTENTION` is registered with transformers (`AttentionInterface`, and SDPA's boolean mask under the same
 name); `StaticDecoder` switches its model to it while decoding, where the model can be switched (`switchable`).
