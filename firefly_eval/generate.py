@@ -165,14 +165,13 @@ def plan_batches(n_items: int, batch_size: int) -> list[range]:
 
 
 PREFILL_ATTENTION = ("EFFICIENT_ATTENTION", "MATH")  # SDPA backends a CUDA prefill may use: deterministic ones
-STEP_COMPILE = {"mode": "reduce-overhead"}  # torch.compile's arguments for the decoding step: inductor, CUDA graphs
 
 
 class StaticDecoder:
     """Decodes left-padded batches of `rows` prompts with one static KV cache of `max_len` positions.
 
-    The prefill runs eagerly; the one-token decoding step is compiled on CUDA (`torch.compile` with
-    `STEP_COMPILE`: CUDA graphs over a fixed batch and cache shape). If compiling or running the compiled
+    The prefill runs eagerly; the one-token decoding step is compiled on CUDA (`torch.compile`, mode
+    'reduce-overhead': CUDA graphs over a fixed batch and cache shape). If compiling or running the compiled
     step fails, the batch is decoded again eagerly and `path` says so (a warning is logged). While decoding, the
     model attends through `STEP_ATTENTION` when `matmul_steps` (SDPA for the prefill, matrix products for a step;
     False: the model's own attention throughout, as for a model that cannot be switched, and the benchmarks'
@@ -195,7 +194,7 @@ class StaticDecoder:
         self.path = "static cache, compiled step (CUDA graphs)" if compile_step else "static cache, eager"
         # fullgraph=False: a graph break that another torch version might bring costs speed, not the run (the
         # tests check that the step is one graph with the pinned versions)
-        self._step = (torch.compile(self._forward, fullgraph=False, dynamic=False, **STEP_COMPILE)
+        self._step = (torch.compile(self._forward, mode="reduce-overhead", fullgraph=False, dynamic=False)
                       if compile_step else self._forward)
         self._skips_before = cudagraph_skips()
 

@@ -10,9 +10,6 @@ Rows of the table:
   `firefly_eval.generate.BatchedGenerator`, after one warm-up (compiling the decoding step and capturing its
   CUDA graph on a GPU), timed separately. `--sdpa-step` decodes its steps on SDPA (restricted as the prefill: the
   memory-efficient kernel on a GPU) instead of the decoder's matrix products, for the comparison.
-  `--step-compile cudagraphs` compiles the step with torch.compile's `cudagraphs` backend instead of the decoder's
-  `STEP_COMPILE` (inductor): the traced step's own kernels under CUDA graphs, without inductor's code generation,
-  whose first compile is most of a first run's warm-up.
 Checks: ours greedy against plain greedy token for token (equal on a CPU in float32; in bf16 on a GPU a
 random-init model's near-flat logits let rounding differences flip a token, so the common prefix is reported
 too), and ours sampled reproducible when run again and across the two batch orders.
@@ -39,9 +36,6 @@ def add_arguments(p) -> None:
                    help="prompts answered by the before path (batches of 8; 0 skips it)")
     p.add_argument("--device", help="default: cuda when available")
     p.add_argument("--no-plain", action="store_true", help="skip plain greedy generate (and the check against it)")
-    p.add_argument("--step-compile", choices=("inductor", "cudagraphs"), default="inductor",
-                   help="ours: how the decoding step is compiled (inductor: the decoder's STEP_COMPILE; cudagraphs: "
-                   "the traced step's own kernels under CUDA graphs, without inductor's code generation)")
     p.add_argument("--sdpa-step", action="store_true",
                    help="ours: decoding steps on SDPA (restricted as the prefill) instead of the matrix-product step")
 
@@ -132,7 +126,6 @@ def run(args) -> dict:
     from firefly_core.templates import get_template
     from firefly_eval.checkpoints import load
     from firefly_eval.eval_set import load_set
-    from firefly_eval import generate
     from firefly_eval.generate import BatchedGenerator, item_seed, parse_batch_size, render_prompt, stop_token_ids
 
     device = args.device or default_device()
@@ -167,8 +160,6 @@ def run(args) -> dict:
                                                                     stop_ids), device)
         record("before: batches of 8, per-row generators", before, seconds)
 
-    if args.step_compile == "cudagraphs":
-        generate.STEP_COMPILE = {"backend": "cudagraphs"}
     generator = BatchedGenerator(model, tokenizer, texts, args.max_new_tokens, stop_ids,
                                  parse_batch_size(args.batch_size), compile_step=False if args.no_compile else None)
     generator.decoder.matmul_steps &= not args.sdpa_step
@@ -209,6 +200,6 @@ def run(args) -> dict:
     return {"rows": rows, "checks": checks, "warmup_seconds": round(warmup_s, 2), "load_seconds": round(load_s, 2),
             "sampled_with_warmup_tokens_per_s": round(with_warmup, 1), "prompt_tokens": [min(lengths), max(lengths)],
             "cache_positions": generator.decoder.max_len, "decoding": generator.decoder.path,
-            "matmul_steps": generator.decoder.matmul_steps, "step_compile": generate.STEP_COMPILE, "batches": len(generator.batches), "batch_rows": generator.decoder.rows,
+            "matmul_steps": generator.decoder.matmul_steps, "batches": len(generator.batches), "batch_rows": generator.decoder.rows,
             "device": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu",
             "dtype": str(model.dtype), "template": template.name}

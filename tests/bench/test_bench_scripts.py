@@ -133,6 +133,30 @@ def test_step_attention_speed_times_every_way_of_a_decoding_step(tmp_path):
         assert row["repeats_bitwise"] and row["max_abs_diff_vs_reference"] < 1e-5
 
 
+def test_gpu_call_builds_the_model_then_runs_each_command_within_the_budget(tmp_path):
+    """bench/gpu_call.sh with a tiny shape and no carry: the seeded model is built, each command runs in order
+    with its exit status logged, and a command still running when the budget is spent is stopped (124)."""
+    import os
+
+    shape = json.loads((REPO / "configs" / "shapes" / "llama2-7b.json").read_text())
+    shape.update(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=2)
+    (tmp_path / "shape.json").write_text(json.dumps(shape))
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OUT": str(out), "CARRY": "/dev/null", "SHAPE": str(tmp_path / "shape.json"),
+           "VOCAB": "300", "MODEL": str(tmp_path / "model"), "BUDGET": "20"}
+    done = subprocess.run(["bash", "bench/gpu_call.sh", 'echo "hello $OUT"', "exit 3", "sleep 120"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["vocab_size"] == 300
+    log = (out / "call.log").read_text()
+    assert f"hello {out}" in log
+    ends = [line for line in log.splitlines() if line.startswith("=== rc=")]
+    assert [line.split()[1] for line in ends] == ["rc=0", "rc=3", "rc=124"]
+    assert "=== model ready" in done.stdout and "=== rc=124" in done.stdout
+
+
 def test_device_idle_charges_each_gap_to_the_cpu_op_running_in_it():
     """GPU gaps between kernels (other streams count as busy, gaps under the threshold are ignored, a range's
     span on the GPU timeline is not a kernel) are charged to the innermost CPU op running at their middle, on any

@@ -242,7 +242,7 @@ def test_compiled_step_is_one_graph_and_matches_eager(tiny_model, monkeypatch):
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):  # (monkeypatch's undo leaves dynamo's config broken)
         compiled, gen = token_rows(tiny_model, texts, seeds, 3, max_new_tokens=6, compile_step=True)
-    assert seen == {"mode": "reduce-overhead", "fullgraph": False, "dynamic": False}  # generate.STEP_COMPILE
+    assert seen == {"mode": "reduce-overhead", "fullgraph": False, "dynamic": False}
     assert gen.decoder.path == "static cache, compiled step (CUDA graphs)" and len(gen.batches) == 2
     assert compiled == eager
     torch._dynamo.reset()
@@ -256,24 +256,6 @@ def test_inductor_compile_on_cpu_matches_eager(tiny_model):
 
     texts = tiny_model[2][:4]
     eager, _ = token_rows(tiny_model, texts, [5, 6, 7, 8], 2, max_new_tokens=5)
-    torch._dynamo.reset()
-    compiled, gen = token_rows(tiny_model, texts, [5, 6, 7, 8], 2, max_new_tokens=5, compile_step=True)
-    torch._dynamo.reset()
-    assert compiled == eager
-    assert gen.decoder.path == "static cache, compiled step (CUDA graphs skipped: see the inductor log)"
-
-
-def test_cudagraphs_backend_on_cpu_matches_eager(tiny_model, monkeypatch):
-    """`STEP_COMPILE` reaches torch.compile: with the `cudagraphs` backend (the bench's `--step-compile
-    cudagraphs`) the step is traced and run on its own kernels, giving the eager tokens; on the CPU its CUDA graphs
-    are skipped and the path says so."""
-    import torch
-
-    from firefly_eval import generate
-
-    texts = tiny_model[2][:4]
-    eager, _ = token_rows(tiny_model, texts, [5, 6, 7, 8], 2, max_new_tokens=5)
-    monkeypatch.setattr(generate, "STEP_COMPILE", {"backend": "cudagraphs"})
     torch._dynamo.reset()
     compiled, gen = token_rows(tiny_model, texts, [5, 6, 7, 8], 2, max_new_tokens=5, compile_step=True)
     torch._dynamo.reset()
