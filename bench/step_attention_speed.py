@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import statistics
+import time
 import types
 from pathlib import Path
 
@@ -67,15 +68,13 @@ def time_ms(fn, args, device, iters: int) -> float:
     """Median milliseconds a call, over `iters` calls after two warm-up calls."""
     for _ in range(2):
         fn(*args)
+    times = []
     if device.type != "cuda":
-        import time
-        times = []
         for _ in range(iters):
             t0 = time.perf_counter()
             fn(*args)
             times.append((time.perf_counter() - t0) * 1000)
         return statistics.median(times)
-    times = []
     for _ in range(iters):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
