@@ -168,7 +168,7 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
     if cfg.lora.fuse_shared_inputs:
         fuse_shared_inputs(model)
     if cfg.compile_layers:
-        compile_layers(model)
+        compile_layers(model, eager_dropout=cfg.compile_eager_dropout)
     return model if cfg.mode == "qlora" else model.to(device)  # a 4-bit base is already on its device
 
 
@@ -178,7 +178,7 @@ def decoder_layers(model) -> list:
     return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
-def compile_layers(model) -> None:
+def compile_layers(model, eager_dropout: bool) -> None:
     """torch.compile each decoder layer (with its LoRA branches): the norms, RoPE, activation, dropout, LoRA
     scaling, residual adds and casts between the matrix products become a few fused kernels instead of dozens
     of elementwise passes over the activations; the products themselves stay cuBLAS's and bitsandbytes'.
@@ -189,18 +189,22 @@ def compile_layers(model) -> None:
     checkpointed layer's last base product (down_proj) runs outside its checkpoint, once (`last_product`).
 
     NF4 base layers dequantise in torch ops (`nf4_linear`), so the compiled code launches that kernel itself
-    instead of calling bitsandbytes' Python op implementations, the CPU cost that kept the GPU waiting."""
+    instead of calling bitsandbytes' Python op implementations, the CPU cost that kept the GPU waiting.
+
+    eager_dropout: the dropout masks come from PyTorch's eager kernel (inductor's `fallback_random`), so they are
+    the ones an uncompiled run draws; inductor's own masks are drawn inside the fused kernels."""
     from functools import partial
 
     from firefly_train import last_product, nf4_linear
 
     nf4_linear.install(model)
 
+    options = {"fallback_random": eager_dropout}
     compiled = {}
 
     def checkpointed(fn, *args):  # fn: transformers' partial(Layer.forward, layer, **kwargs)
         if fn.func not in compiled:
-            compiled[fn.func] = torch.compile(fn.func)
+            compiled[fn.func] = torch.compile(fn.func, options=options)
         return last_product.checkpoint(partial(compiled[fn.func], *fn.args, **fn.keywords), fn.args[0], *args)
 
     layers = decoder_layers(model)
@@ -214,7 +218,7 @@ def compile_layers(model) -> None:
             last_product.install(layer)
             layer._gradient_checkpointing_func = checkpointed
         else:
-            layer.compile()
+            layer.compile(options=options)
 
 
 def master_weights_fp32(model, dtype: torch.dtype) -> None:

@@ -76,6 +76,11 @@ class TrainConfig:
         "activation, dropout, LoRA scaling, residual adds, casts) fused into few kernels, NF4 weights dequantised "
         "inside the compiled code (firefly_train.nf4_linear); compiles at the first step "
         "(firefly_train.lora.compile_layers)", False)
+    compile_eager_dropout: bool = _help(
+        "with compile_layers, draw the LoRA dropout masks with PyTorch's eager dropout kernel (inductor's "
+        "fallback_random) instead of inside the fused kernels: the masks an uncompiled run draws, four random "
+        "numbers per Philox evaluation (inductor's kernels use one unless they have rand4x, as PyTorch 2.13 does), "
+        "one more pass over each dropout input", False)
     uncheckpointed_layers: int = _help(
         "with gradient_checkpointing, the last N decoder layers keep their activations instead of recomputing "
         "them: each saves one layer's forward recompute per step and costs one layer's activations (`plan` "

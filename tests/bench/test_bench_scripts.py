@@ -133,6 +133,23 @@ def test_step_attention_speed_times_every_way_of_a_decoding_step(tmp_path):
         assert row["repeats_bitwise"] and row["max_abs_diff_vs_reference"] < 1e-5
 
 
+def test_dropout_speed_times_each_way_and_eager_masks_are_the_uncompiled_ones(tmp_path):
+    """Each width times every way; the eager-mask compile draws the uncompiled run's masks, inductor's own do not,
+    and each way that drops drops about p."""
+    report = tmp_path / "dropout.json"
+    out = _run("bench/dropout_speed.py", "--tokens", 64, "--widths", 96, 32, "--p", 0.3, "--iters", 1,
+               "--json", report)
+    assert "inductor keeps four Philox words" in out
+    widths = json.loads(report.read_text())["widths"]
+    assert set(widths) == {"96", "32"}
+    for rows in widths.values():
+        assert set(rows) == {"inductor masks", "eager masks", "no dropout", "uncompiled"}
+        assert rows["eager masks"]["masks_as_uncompiled"] and not rows["inductor masks"]["masks_as_uncompiled"]
+        assert rows["no dropout"]["dropped_share"] == 0 and rows["no dropout"]["x_floor"] == 1
+        for name in ("inductor masks", "eager masks", "uncompiled"):
+            assert 0.25 < rows[name]["dropped_share"] < 0.35, name
+
+
 def test_gpu_call_builds_the_model_then_runs_each_command_within_the_budget(tmp_path):
     """bench/gpu_call.sh with a tiny shape and no carry: the seeded model is built, each command runs in order
     with its exit status logged, and a command still running when the budget is spent is stopped (124)."""

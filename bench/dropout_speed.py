@@ -1,0 +1,93 @@
+"""A LoRA input's dropout as a compiled decoder layer runs it, at a training shape: the MLP's `silu(gate) * up`
+with the down_proj LoRA input's dropout (the largest elementwise kernel of a 13B step, bench/NOTES.md), forward
+and backward, with the mask drawn by inductor inside the fused kernel, by PyTorch's eager dropout kernel
+(`compile_eager_dropout`: inductor's fallback_random), without dropout (the floor), and uncompiled.
+
+Inductor without `rand4x` (pytorch/pytorch#184377; the 2.13 installed here has it) evaluates Philox once per
+element and keeps one of its four words; the eager kernel keeps all four but adds a pass over the activation and
+writes a mask. Which costs less is what this measures.
+Each width is one LoRA input (13B: 13,824 for down_proj, 5,120 for the others; 7B: 11,008 and 4,096).
+
+    python bench/dropout_speed.py --tokens 8192 --widths 13824 5120 --json dropout.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from step_attention_speed import time_ms
+
+
+def mlp_input(p: float):
+    def f(gate, up):
+        h = F.silu(gate) * up  # down_proj's base product reads h, its LoRA branch the dropped h
+        return h, F.dropout(h, p, training=True) if p else h
+    return f
+
+
+def ways(p: float) -> dict:
+    return {"inductor masks": torch.compile(mlp_input(p), options={"fallback_random": False}),
+            "eager masks": torch.compile(mlp_input(p), options={"fallback_random": True}),
+            "no dropout": torch.compile(mlp_input(0.0)),
+            "uncompiled": mlp_input(p)}
+
+
+def forward_backward(fn, gate, up, grads):
+    h, dropped = fn(gate, up)
+    torch.autograd.backward((h, dropped), grads)
+    return dropped
+
+
+def inductor_draws_4x() -> bool | None:
+    """Whether this PyTorch's inductor keeps all four Philox words (`rand4x`); None without Triton."""
+    try:
+        from torch._inductor.runtime import triton_helpers
+    except ImportError:
+        return None
+    return hasattr(triton_helpers, "rand4x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=8192, help="tokens a micro-batch (8 x 1,024)")
+    ap.add_argument("--widths", type=int, nargs="+", default=[13824, 5120])
+    ap.add_argument("--p", type=float, default=0.05, help="dropout probability (the recipes' lora.dropout)")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    results = {}
+    print(f"{device}, {dtype}, torch {torch.__version__}, inductor keeps four Philox words: {inductor_draws_4x()}")
+    print(f"{'width':>6} {'way':<16} {'ms':>8} {'x floor':>8} {'dropped share':>14} {'masks as uncompiled':>20}")
+    for width in args.widths:
+        g = torch.Generator(device).manual_seed(0)
+        gate, up = (torch.randn(args.tokens, width, device=device, dtype=dtype, generator=g).requires_grad_()
+                    for _ in range(2))
+        grads = tuple(torch.randn(args.tokens, width, device=device, dtype=dtype, generator=g) for _ in range(2))
+        live = (F.silu(gate.detach()) * up.detach()) != 0
+        torch._dynamo.reset()  # each width compiles for its own static shape
+        rows, masks = {}, {}
+        for name, fn in ways(args.p).items():
+            torch.manual_seed(1)
+            masks[name] = (forward_backward(fn, gate, up, grads).detach() == 0) & live
+            rows[name] = {"ms": round(time_ms(forward_backward, (fn, gate, up, grads), device, args.iters), 4),
+                          "dropped_share": masks[name].float().mean().item()}
+        for name, r in rows.items():
+            r["x_floor"] = round(r["ms"] / rows["no dropout"]["ms"], 3)
+            r["masks_as_uncompiled"] = bool(torch.equal(masks[name], masks["uncompiled"]))
+            print(f"{width:>6} {name:<16} {r['ms']:>8.3f} {r['x_floor']:>8.2f} {r['dropped_share']:>14.4f} "
+                  f"{str(r['masks_as_uncompiled']):>20}")
+        results[str(width)] = rows
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "device": str(device),
+                                         "torch": torch.__version__, "inductor_4x": inductor_draws_4x(),
+                                         "widths": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
