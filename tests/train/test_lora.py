@@ -140,12 +140,14 @@ def _relative_grad_error(model, reference) -> float:
     return max(((got[n] - want[n]).norm() / want[n].norm()).item() for n in want)
 
 
-def test_eager_dropout_draws_the_uncompiled_masks(qlora):
+@pytest.mark.parametrize("fused", [False, True])
+def test_eager_dropout_draws_the_uncompiled_masks(qlora, fused):
     """compile_eager_dropout: the compiled layers take their dropout masks from PyTorch's eager kernel, so one
     step's LoRA gradients equal the uncompiled model's within bf16 rounding (0.009 relative; both models
-    checkpoint their layers, so the recompute draws them too); inductor's own masks are other draws (0.85)."""
+    checkpoint their layers, so the recompute draws them too); inductor's own masks are other draws (0.85).
+    With lora.fuse_shared_inputs (the recipes) the shared masks too."""
     def step(**overrides):
-        model = qlora(**{"lora.dropout": 0.3, **overrides})
+        model = qlora(**{"lora.dropout": 0.3, "lora.fuse_shared_inputs": fused, **overrides})
         torch.manual_seed(7)
         _autocast_step(model)
         return model
