@@ -61,8 +61,8 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    results = {}
-    print(f"{device}, {dtype}, torch {torch.__version__}, inductor keeps four Philox words: {inductor_draws_4x()}")
+    results, draws_4x = {}, inductor_draws_4x()
+    print(f"{device}, {dtype}, torch {torch.__version__}, inductor keeps four Philox words: {draws_4x}")
     print(f"{'width':>6} {'way':<16} {'ms':>8} {'x floor':>8} {'dropped share':>14} {'masks as uncompiled':>20}")
     for width in args.widths:
         g = torch.Generator(device).manual_seed(0)
@@ -85,7 +85,7 @@ def main() -> None:
         results[str(width)] = rows
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "device": str(device),
-                                         "torch": torch.__version__, "inductor_4x": inductor_draws_4x(),
+                                         "torch": torch.__version__, "inductor_4x": draws_4x,
                                          "widths": results}, indent=1))
 
 
