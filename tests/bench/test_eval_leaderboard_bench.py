@@ -63,7 +63,7 @@ def test_shards_cover_chosen_documents_and_add_up(tiny_llama, tmp_path):
 
     again = subprocess.run([sys.executable, "bench/leaderboard_shards.py", str(first), str(first)],
                            cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert again.returncode != 0 and "in an earlier shard as well" in again.stderr
+    assert again.returncode != 0 and "an earlier shard measured as well" in again.stderr
 
 
 def test_a_run_cut_short_keeps_its_finished_units(tiny_llama, tmp_path):
@@ -87,3 +87,40 @@ def test_a_run_cut_short_keeps_its_finished_units(tiny_llama, tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "arc_challenge" in out.stdout and "total" in out.stdout
+
+
+def _shard(path: Path, units: dict) -> Path:
+    """A shard JSON as bench/eval_throughput.py writes it, cut to what leaderboard_shards.py reads."""
+    agreement = {"requests_compared": 4, "max_abs_loglikelihood_diff": 0.0, "is_greedy_differences": 0,
+                 "max_abs_metric_diff": 0.0, "metrics_identical": True}
+    path.write_text(json.dumps({"dtype": "torch.bfloat16", "batch_size": "auto", "units": {
+        label: {"stock": {"seconds": 3.0, "requests": 4, "metrics": {m: 0.25 for m in metrics}},
+                "ours": {"seconds": 1.0, "requests": 4, "metrics": {m: 0.25 for m in metrics}},
+                "agreement": agreement} for label, metrics in units.items()}}))
+    return path
+
+
+def test_shards_are_checked_by_what_they_measured_not_by_label(tmp_path):
+    """Two MMLU shards of ten subjects each share the label 'mmlu (10 subjects)': disjoint subjects add up, a subject
+    measured twice is refused; so are overlapping document ranges and a whole task next to a shard of it."""
+    def merge(*shards):
+        return subprocess.run([sys.executable, "bench/leaderboard_shards.py", *map(str, shards)], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+
+    law = _shard(tmp_path / "law.json", {"mmlu (2 subjects)": ["ff_mmlu_law/acc,none", "ff_mmlu_virology/acc,none"]})
+    other = _shard(tmp_path / "other.json", {"mmlu (2 subjects)": ["ff_mmlu_anatomy/acc,none",
+                                                                    "ff_mmlu_nutrition/acc,none"]})
+    again = _shard(tmp_path / "again.json", {"mmlu (1 subjects)": ["ff_mmlu_virology/acc,none"]})
+    out = merge(law, other)
+    assert out.returncode == 0, out.stderr
+    assert "mmlu (2 subjects) [other]" in out.stdout and "speed-up x3.00); 8 requests compared" in out.stdout
+    refused = merge(law, again)
+    assert refused.returncode != 0 and "measures mmlu items an earlier shard measured" in refused.stderr
+
+    first = _shard(tmp_path / "hs0.json", {"hellaswag docs 0:1000": ["hellaswag/acc,none"]})
+    overlap = _shard(tmp_path / "hs1.json", {"hellaswag docs 900:2000": ["hellaswag/acc,none"]})
+    whole = _shard(tmp_path / "hs.json", {"hellaswag": ["hellaswag/acc,none"]})
+    next_one = _shard(tmp_path / "hs2.json", {"hellaswag docs 1000:2000": ["hellaswag/acc,none"]})
+    assert merge(first, next_one).returncode == 0
+    assert merge(first, overlap).returncode != 0
+    assert merge(first, whole).returncode != 0 and merge(whole, first).returncode != 0
