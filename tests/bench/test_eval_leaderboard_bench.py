@@ -101,8 +101,9 @@ def _shard(path: Path, units: dict) -> Path:
 
 
 def test_shards_are_checked_by_what_they_measured_not_by_label(tmp_path):
-    """Two MMLU shards of ten subjects each share the label 'mmlu (10 subjects)': disjoint subjects add up, a subject
-    measured twice is refused; so are overlapping document ranges and a whole task next to a shard of it."""
+    """MMLU shards with as many subjects share a label ('mmlu (10 subjects)' twice on the H200): disjoint subjects
+    add up, a subject measured twice is refused; so are overlapping document ranges and a whole task next to a
+    shard of it."""
     def merge(*shards):
         return subprocess.run([sys.executable, "bench/leaderboard_shards.py", *map(str, shards)], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
