@@ -259,12 +259,15 @@ def count_parameters(model) -> tuple[int, int]:
 def make_optimizer(name: str, params, lr: float, weight_decay: float, device: torch.device):
     if name == "adamw_torch":  # fused: one kernel launch for all parameters (on CUDA)
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+    if name == "adamw_8bit":  # bitsandbytes runs its 8-bit update on the CPU too (slowly)
+        from firefly_train.adamw_8bit import AdamW8bit
+
+        return AdamW8bit(params, lr=lr, weight_decay=weight_decay)
     if device.type != "cuda":
-        raise FireflyError(f"optimizer {name} (bitsandbytes) needs a CUDA GPU; use optimizer: adamw_torch on "
-                           f"{device.type}")
+        raise FireflyError(f"optimizer {name} (bitsandbytes' paged state) needs a CUDA GPU; use optimizer: "
+                           f"adamw_torch or adamw_8bit on {device.type}")
     import bitsandbytes as bnb
 
-    cls = {"adamw_8bit": bnb.optim.AdamW8bit, "paged_adamw_8bit": bnb.optim.PagedAdamW8bit,
-           "paged_adamw_32bit": bnb.optim.PagedAdamW32bit}[name]
+    cls = {"paged_adamw_8bit": bnb.optim.PagedAdamW8bit, "paged_adamw_32bit": bnb.optim.PagedAdamW32bit}[name]
     return cls(params, lr=lr, weight_decay=weight_decay)
 

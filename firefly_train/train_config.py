@@ -61,7 +61,8 @@ class TrainConfig:
     weight_decay: float = _help("AdamW weight decay", 0.0)
     max_grad_norm: float = _help("gradient clipping norm; 0 = off", 1.0)
     optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"] = _help(
-        "optimizer (the 8-bit and paged ones are bitsandbytes', CUDA only)", "adamw_torch")
+        "optimizer: adamw_torch is torch's (fused on a GPU); adamw_8bit is bitsandbytes' 8-bit state without its wait "
+        "after each parameter; the paged ones are bitsandbytes' own and need CUDA", "adamw_torch")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = _help(
         "mixed precision / 4-bit compute dtype; auto = bf16 on a GPU that supports it (else fp16), fp32 on CPU", "auto")
     attn_implementation: Literal["sdpa", "varlen", "eager", "flex_attention", "flash_attention_2"] = _help(
