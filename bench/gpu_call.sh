@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call on the lent GPU for the evaluation benchmarks (bench/NOTES.md "For the next GPU session"): the carry's
+# One call on the lent GPU for the benchmarks (bench/NOTES.md "For the next GPU session"): the carry's
 # packages (../shared/gpu/README.md), the seeded random-init model every session measures (/tmp/l7: the Llama-2-7B
 # shape, vocabulary 55,296, the Chinese-LLaMA-2 tokenizer), then each argument as a command, in order, each given
 # what is left of BUDGET seconds. Everything goes to $OUT/call.log; a line per command says its exit status and
@@ -9,8 +9,9 @@
 #     'python3 bench/eval_throughput.py leaderboard --model-dir /tmp/l7 --data-dir .carry/data/english --tasks hellaswag --docs 5000:6000 --json $OUT/lb_hs_5000.json' \
 #     '...'
 #
-# BUDGET counts from after the carry is unpacked; keep it 20-40 s under the call's limit. CARRY (default
-# .carry/activate), SHAPE, VOCAB and MODEL (default /tmp/l7) are for the CPU test.
+# BUDGET counts from after the carry is unpacked; keep it 20-40 s under the call's limit. SHAPE (default the 7B's),
+# VOCAB and MODEL (default /tmp/l7) choose another model (the 13B for the training benchmarks: SHAPE=configs/
+# shapes/llama2-13b.json MODEL=/tmp/m13); CARRY (default .carry/activate) is for the CPU test.
 set -u
 BUDGET=${BUDGET:-560}
 MODEL=${MODEL:-/tmp/l7}
