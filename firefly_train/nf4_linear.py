@@ -13,6 +13,10 @@ saved checkpoints are unchanged). The product runs in an autograd Function that 
 and dequantises it again for the input gradient, as bitsandbytes does: a 16-bit copy of every weight is never
 kept. Eager code gains nothing from this (the torch ops are slower than bitsandbytes' kernel there), so
 firefly-train installs it only with `compile_layers`.
+
+With `fp8_forward` (config `fp8_base_products`) the forward product runs in FP8 (`fp8_product`): the weight
+dequantised in float32 as above, then rounded to e4m3 with a scale per output row, the input with a scale per
+token row, `torch._scaled_mm` accumulating in float32. The backward is the same as without it.
 """
 from __future__ import annotations
 
@@ -53,6 +57,30 @@ def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tenso
     return _per_block(values, absmax, blocksize, scale_first=for_backward).to(dtype).view(shape)
 
 
+FP8 = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8).max  # 448
+
+
+def _fp8_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of a 2-D float tensor as e4m3, and its float32 scale (the row's largest magnitude / 448)."""
+    values = values.float()
+    scale = values.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / FP8_MAX
+    return (values / scale).to(FP8), scale
+
+
+def fp8_product(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
+                shape: torch.Size) -> torch.Tensor:
+    """x @ W^T with both operands in e4m3: W dequantised from NF4 (in float32, as `dequantize_nf4`) and rounded
+    to e4m3 with a scale per output row, x with a scale per token row; `torch._scaled_mm` accumulates in float32
+    and returns x's dtype."""
+    flat = packed.view(-1)
+    values = code[torch.stack([flat >> 4, flat & 15], dim=-1).view(-1)[:shape.numel()].int()]
+    weight, weight_scale = _fp8_rows(_per_block(values, absmax, blocksize).view(shape))
+    rows, row_scale = _fp8_rows(x.reshape(-1, shape[1]))
+    out = torch._scaled_mm(rows, weight.t(), scale_a=row_scale, scale_b=weight_scale.t(), out_dtype=x.dtype)
+    return out.view(*x.shape[:-1], shape[0])
+
+
 class _NF4Matmul(torch.autograd.Function):
     """x @ W^T + bias for a frozen NF4 weight W; the backward dequantises W again (nothing 16-bit is saved)."""
 
@@ -74,17 +102,38 @@ class _NF4Matmul(torch.autograd.Function):
         return grad_x, None, None, None, None, None, grad_bias
 
 
+class _NF4MatmulFP8(_NF4Matmul):
+    """The forward product in FP8 (`fp8_product`); the backward as `_NF4Matmul`'s, in the compute dtype."""
+
+    @staticmethod
+    def forward(ctx, x, packed, absmax, code, blocksize, shape, bias):
+        ctx.save_for_backward(packed, absmax, code)
+        ctx.blocksize, ctx.shape = blocksize, shape
+        out = fp8_product(x, packed, absmax, code, blocksize, shape)
+        return out if bias is None else out + bias
+
+
 def _forward(self, x: torch.Tensor) -> torch.Tensor:
     qs = self.weight.quant_state
     dtype = x.dtype
     if self.compute_dtype is not None:  # bitsandbytes computes in it and dequantises to it
         x = x.to(self.compute_dtype)
     bias = None if self.bias is None else self.bias.to(x.dtype)
-    return _NF4Matmul.apply(x, self.weight, absmax_of(qs), qs.code, qs.blocksize, qs.shape, bias).to(dtype)
+    product = _NF4MatmulFP8 if self._fp8_forward else _NF4Matmul
+    return product.apply(x, self.weight, absmax_of(qs), qs.code, qs.blocksize, qs.shape, bias).to(dtype)
 
 
-def install(model) -> int:
-    """Replace the forward of every NF4 `Linear4bit` of `model`; returns how many."""
+def fp8_supported(in_features: int, out_features: int) -> bool:
+    """`torch._scaled_mm` needs both dimensions divisible by 16, and on CUDA an FP8 unit (compute capability 8.9,
+    Ada and Hopper, or later)."""
+    if in_features % 16 or out_features % 16:
+        return False
+    return not torch.cuda.is_available() or torch.cuda.get_device_capability() >= (8, 9)
+
+
+def install(model, fp8_forward: bool = False) -> int:
+    """Replace the forward of every NF4 `Linear4bit` of `model`; returns how many. `fp8_forward`: their forward
+    products in FP8 where `fp8_supported` (the others stay in the compute dtype)."""
     try:
         import bitsandbytes as bnb
     except ImportError:  # then the model has no 4-bit layers
@@ -95,5 +144,6 @@ def install(model) -> int:
         qs = getattr(getattr(module, "weight", None), "quant_state", None)
         if isinstance(module, bnb.nn.Linear4bit) and qs is not None and qs.quant_type == "nf4":
             module.forward = types.MethodType(_forward, module)
+            module._fp8_forward = fp8_forward and fp8_supported(module.in_features, module.out_features)
             count += 1
     return count
