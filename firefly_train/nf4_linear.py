@@ -70,12 +70,10 @@ def _fp8_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fp8_product(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
                 shape: torch.Size) -> torch.Tensor:
-    """x @ W^T with both operands in e4m3: W dequantised from NF4 (in float32, as `dequantize_nf4`) and rounded
+    """x @ W^T with both operands in e4m3: W dequantised from NF4 in float32 (`dequantize_nf4`), then rounded
     to e4m3 with a scale per output row, x with a scale per token row; `torch._scaled_mm` accumulates in float32
     and returns x's dtype."""
-    flat = packed.view(-1)
-    values = code[torch.stack([flat >> 4, flat & 15], dim=-1).view(-1)[:shape.numel()].int()]
-    weight, weight_scale = _fp8_rows(_per_block(values, absmax, blocksize).view(shape))
+    weight, weight_scale = _fp8_rows(dequantize_nf4(packed, absmax, code, blocksize, shape, torch.float32))
     rows, row_scale = _fp8_rows(x.reshape(-1, shape[1]))
     out = torch._scaled_mm(rows, weight.t(), scale_a=row_scale, scale_b=weight_scale.t(), out_dtype=x.dtype)
     return out.view(*x.shape[:-1], shape[0])
