@@ -9,7 +9,8 @@ one decoder layer:
 - `nf4 dequant`: bitsandbytes' NF4 double-quant dequantisation of the weight alone;
 - `nf4 matmul`: `bitsandbytes.matmul_4bit`, dequantisation + product, what QLoRA runs in every pass;
 - `fp8 rowwise`: `torch._scaled_mm` with e4m3 operands, one scale per row of x and per output channel, x
-  quantised in the timed region (weights quantised once, outside it); Hopper only;
+  quantised in the timed region (weights quantised once, outside it); FP8 GPUs (Ada, Hopper) and the CPU;
+- `fp8 tensorwise`: the same with one scale for x and one for the weight (`fp8_base_products`' two kinds);
 - `lora r=R`: the LoRA branch `(x @ A^T) @ B^T` added to an output, rank `--rank`.
 
     python bench/gemm_rates.py                       # the 7B shapes, 8192 rows (micro-batch 8 x 1024)
@@ -23,6 +24,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from firefly_train.nf4_linear import to_fp8
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -39,18 +42,10 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return 1000 * (time.perf_counter() - t0) / repeats
 
 
-def fp8_rowwise(x: torch.Tensor, w8: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
-    """x (bf16, M x K) @ w^T with e4m3 operands: x quantised per row here, w per output channel beforehand."""
-    fmax = torch.finfo(torch.float8_e4m3fn).max
-    x_scale = x.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / fmax
-    x8 = (x / x_scale).to(torch.float8_e4m3fn)
+def fp8_product(x: torch.Tensor, w8: torch.Tensor, w_scale: torch.Tensor, rowwise: bool) -> torch.Tensor:
+    """x (bf16, M x K) @ w^T with e4m3 operands: x quantised here, w beforehand (`to_fp8`, the same scaling)."""
+    x8, x_scale = to_fp8(x, rowwise)
     return torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=w_scale.t(), out_dtype=torch.bfloat16)
-
-
-def quantise_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    fmax = torch.finfo(torch.float8_e4m3fn).max
-    scale = w.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / fmax
-    return (w / scale).to(torch.float8_e4m3fn), scale
 
 
 def shape_rows(tokens: int, k: int, n: int, rank: int, device: torch.device, repeats: int) -> dict:
@@ -69,16 +64,18 @@ def shape_rows(tokens: int, k: int, n: int, rank: int, device: torch.device, rep
             "nf4 dequant": timed(lambda: bf.dequantize_4bit(q, state), device, repeats),
             "nf4 matmul": timed(lambda: bnb.matmul_4bit(x, q.t(), quant_state=state), device, repeats),
             "lora": timed(lambda: torch.addmm(out, x @ a.t(), b.t()), device, repeats)}
-    try:
-        w8, ws = quantise_rows(w)
-        rows["fp8 rowwise"] = timed(lambda: fp8_rowwise(x, w8, ws), device, repeats)
-        ref = (x @ w.t()).float()
-        rows["fp8 relative error"] = float((fp8_rowwise(x, w8, ws).float() - ref).norm() / ref.norm())
-    except (RuntimeError, NotImplementedError) as e:  # no FP8 GEMM on this device
-        rows["fp8 rowwise"] = None
-        rows["fp8 unavailable"] = str(e).splitlines()[0][:120]
+    ref = (x @ w.t()).float()
+    for kind, rowwise in (("rowwise", True), ("tensorwise", False)):
+        try:
+            w8, ws = to_fp8(w, rowwise)
+            rows[f"fp8 {kind}"] = timed(lambda: fp8_product(x, w8, ws, rowwise), device, repeats)
+            rows[f"fp8 {kind} relative error"] = float((fp8_product(x, w8, ws, rowwise).float() - ref).norm()
+                                                       / ref.norm())
+        except (RuntimeError, NotImplementedError) as e:  # no FP8 GEMM on this device
+            rows[f"fp8 {kind}"] = None
+            rows[f"fp8 {kind} unavailable"] = str(e).splitlines()[0][:120]
     rows["tflops"] = {name: flops / ms / 1e9 for name, ms in rows.items()
-                      if name in ("bf16 mm", "nf4 matmul", "fp8 rowwise") and ms}
+                      if name in ("bf16 mm", "nf4 matmul", "fp8 rowwise", "fp8 tensorwise") and ms}
     return rows
 
 
@@ -97,7 +94,7 @@ def main():
     layer = {"q/k/v/o": (h, h, 4), "gate/up": (h, i, 2), "down": (i, h, 1)}  # (in, out, linears per layer)
     results = {name: shape_rows(args.tokens, k, n, args.rank, device, args.repeats)
                for name, (k, n, _) in layer.items()}
-    ways = ("bf16 mm", "nf4 dequant", "nf4 matmul", "fp8 rowwise", "lora")
+    ways = ("bf16 mm", "nf4 dequant", "nf4 matmul", "fp8 rowwise", "fp8 tensorwise", "lora")
     print(f"{args.tokens} rows, {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}; ms per call "
           "(TFLOP/s)")
     print(f"{'shape':<10}" + "".join(f"{w:>22}" for w in ways))
@@ -108,9 +105,10 @@ def main():
     total = {w: None if any(r[w] is None for r in results.values())
              else sum(r[w] * layer[name][2] for name, r in results.items()) for w in ways}
     print(f"{'layer':<10}" + "".join(f"{'n/a' if t is None else f'{t:.3f}':>22}" for t in total.values()))
-    if "fp8 relative error" in results["down"]:
-        print("fp8 relative error against bf16: " + ", ".join(f"{n} {r['fp8 relative error']:.4f}"
-                                                          for n, r in results.items()))
+    for kind in ("rowwise", "tensorwise"):
+        if f"fp8 {kind} relative error" in results["down"]:
+            print(f"fp8 {kind} relative error against bf16: " + ", ".join(
+                f"{n} {r[f'fp8 {kind} relative error']:.4f}" for n, r in results.items()))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "shapes": results,
                                          "layer_ms": total}, indent=2))

@@ -131,7 +131,7 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
                 adapter: Path | None = None, weights: Path | None = None):
     """The model ready to train, in training mode. `adapter`/`weights`: a checkpoint to resume (LoRA / full
     mode)."""
-    if cfg.fp8_base_products and not (cfg.compile_layers and cfg.mode == "qlora"):
+    if cfg.fp8_base_products != "none" and not (cfg.compile_layers and cfg.mode == "qlora"):
         raise FireflyError("config key 'fp8_base_products' needs compile_layers: true and mode: qlora (it computes "
                            "the NF4 base layers' products)")
     model = load_base(weights or src.base, cfg.mode, dtype, device, cfg.attn_implementation)
@@ -171,7 +171,7 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
     if cfg.lora.fuse_shared_inputs:
         fuse_shared_inputs(model)
     if cfg.compile_layers:
-        compile_layers(model, eager_dropout=cfg.compile_eager_dropout, fp8_base=cfg.fp8_base_products)
+        compile_layers(model, eager_dropout=cfg.compile_eager_dropout, fp8_scaling=cfg.fp8_base_products)
     return model if cfg.mode == "qlora" else model.to(device)  # a 4-bit base is already on its device
 
 
@@ -181,7 +181,7 @@ def decoder_layers(model) -> list:
     return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
-def compile_layers(model, eager_dropout: bool, fp8_base: bool = False) -> None:
+def compile_layers(model, eager_dropout: bool, fp8_scaling: str = "none") -> None:
     """torch.compile each decoder layer (with its LoRA branches): the norms, RoPE, activation, dropout, LoRA
     scaling, residual adds and casts between the matrix products become a few fused kernels instead of dozens
     of elementwise passes over the activations; the products themselves stay cuBLAS's and bitsandbytes'.
@@ -197,12 +197,13 @@ def compile_layers(model, eager_dropout: bool, fp8_base: bool = False) -> None:
     eager_dropout: the dropout masks come from PyTorch's eager kernel (inductor's `fallback_random`), so they are
     the ones an uncompiled run draws; inductor's own masks are drawn inside the fused kernels.
 
-    fp8_base: the NF4 base layers' forward products in FP8 (`nf4_linear.fp8_product`)."""
+    fp8_scaling: "rowwise" or "tensorwise", the NF4 base layers' forward products in FP8 with those scales
+    (`nf4_linear.fp8_product`); "none" keeps them in the compute dtype."""
     from functools import partial
 
     from firefly_train import last_product, nf4_linear
 
-    nf4_linear.install(model, fp8_forward=fp8_base)
+    nf4_linear.install(model, fp8_scaling=fp8_scaling)
 
     options = {"fallback_random": eager_dropout}
     compiled = {}

@@ -14,9 +14,10 @@ and dequantises it again for the input gradient, as bitsandbytes does: a 16-bit 
 kept. Eager code gains nothing from this (the torch ops are slower than bitsandbytes' kernel there), so
 firefly-train installs it only with `compile_layers`.
 
-With `fp8_forward` (config `fp8_base_products`) the forward product runs in FP8 (`fp8_product`): the weight
-dequantised in float32 as above, then rounded to e4m3 with a scale per output row, the input with a scale per
-token row, `torch._scaled_mm` accumulating in float32. The backward is the same as without it.
+With `fp8_scaling` (config `fp8_base_products`) the forward product runs in FP8 (`fp8_product`): the weight
+dequantised in float32 as above, then rounded to e4m3 with a scale per output row and the input with one per
+token row ("rowwise"), or each with one scale ("tensorwise"); `torch._scaled_mm` accumulates in float32. The
+backward is the same as without it.
 """
 from __future__ import annotations
 
@@ -61,22 +62,36 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max  # 448
 
 
-def _fp8_rows(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row of a 2-D float tensor as e4m3, and its float32 scale (the row's largest magnitude / 448)."""
+def to_fp8(values: torch.Tensor, rowwise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 2-D float tensor as e4m3 and its float32 scale: the largest magnitude / 448 of each row (rowwise), or
+    of the whole tensor."""
     values = values.float()
-    scale = values.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / FP8_MAX
+    amax = values.abs().amax(dim=1, keepdim=True) if rowwise else values.abs().amax()
+    scale = amax.clamp(min=torch.finfo(torch.float32).tiny) / FP8_MAX
     return (values / scale).to(FP8), scale
 
 
 def fp8_product(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
-                shape: torch.Size) -> torch.Tensor:
+                shape: torch.Size, rowwise: bool) -> torch.Tensor:
     """x @ W^T with both operands in e4m3: W dequantised from NF4 in float32 (`dequantize_nf4`), then rounded
-    to e4m3 with a scale per output row, x with a scale per token row; `torch._scaled_mm` accumulates in float32
-    and returns x's dtype."""
-    weight, weight_scale = _fp8_rows(dequantize_nf4(packed, absmax, code, blocksize, shape, torch.float32))
-    rows, row_scale = _fp8_rows(x.reshape(-1, shape[1]))
+    to e4m3 with a scale per output row and x with one per token row (rowwise: CUTLASS's kernels on Hopper), or
+    each with one scale (cuBLAS's); `torch._scaled_mm` accumulates in float32 and returns x's dtype."""
+    weight, weight_scale = to_fp8(dequantize_nf4(packed, absmax, code, blocksize, shape, torch.float32), rowwise)
+    rows, row_scale = to_fp8(x.reshape(-1, shape[1]), rowwise)
     out = torch._scaled_mm(rows, weight.t(), scale_a=row_scale, scale_b=weight_scale.t(), out_dtype=x.dtype)
     return out.view(*x.shape[:-1], shape[0])
+
+
+def _gradients(ctx, grad) -> tuple:
+    """The input's and the bias's gradients (W dequantised again, in grad's dtype), None for the other inputs."""
+    packed, absmax, code = ctx.saved_tensors
+    grad_x = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        weight = dequantize_nf4(packed, absmax, code, ctx.blocksize, ctx.shape, grad.dtype, for_backward=True)
+        grad_x = grad @ weight
+    if ctx.needs_input_grad[6]:
+        grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32).to(grad.dtype)
+    return grad_x, None, None, None, None, None, grad_bias
 
 
 class _NF4Matmul(torch.autograd.Function):
@@ -90,25 +105,22 @@ class _NF4Matmul(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        packed, absmax, code = ctx.saved_tensors
-        grad_x = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            weight = dequantize_nf4(packed, absmax, code, ctx.blocksize, ctx.shape, grad.dtype, for_backward=True)
-            grad_x = grad @ weight
-        if ctx.needs_input_grad[6]:
-            grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32).to(grad.dtype)
-        return grad_x, None, None, None, None, None, grad_bias
+        return _gradients(ctx, grad)
 
 
-class _NF4MatmulFP8(_NF4Matmul):
+class _NF4MatmulFP8(torch.autograd.Function):
     """The forward product in FP8 (`fp8_product`); the backward as `_NF4Matmul`'s, in the compute dtype."""
 
     @staticmethod
-    def forward(ctx, x, packed, absmax, code, blocksize, shape, bias):
+    def forward(ctx, x, packed, absmax, code, blocksize, shape, bias, rowwise):
         ctx.save_for_backward(packed, absmax, code)
         ctx.blocksize, ctx.shape = blocksize, shape
-        out = fp8_product(x, packed, absmax, code, blocksize, shape)
+        out = fp8_product(x, packed, absmax, code, blocksize, shape, rowwise)
         return out if bias is None else out + bias
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (*_gradients(ctx, grad), None)
 
 
 def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,8 +129,10 @@ def _forward(self, x: torch.Tensor) -> torch.Tensor:
     if self.compute_dtype is not None:  # bitsandbytes computes in it and dequantises to it
         x = x.to(self.compute_dtype)
     bias = None if self.bias is None else self.bias.to(x.dtype)
-    product = _NF4MatmulFP8 if self._fp8_forward else _NF4Matmul
-    return product.apply(x, self.weight, absmax_of(qs), qs.code, qs.blocksize, qs.shape, bias).to(dtype)
+    args = (x, self.weight, absmax_of(qs), qs.code, qs.blocksize, qs.shape, bias)
+    if self._fp8_scaling == "none":
+        return _NF4Matmul.apply(*args).to(dtype)
+    return _NF4MatmulFP8.apply(*args, self._fp8_scaling == "rowwise").to(dtype)
 
 
 def fp8_supported(in_features: int, out_features: int) -> bool:
@@ -129,9 +143,10 @@ def fp8_supported(in_features: int, out_features: int) -> bool:
     return not torch.cuda.is_available() or torch.cuda.get_device_capability() >= (8, 9)
 
 
-def install(model, fp8_forward: bool = False) -> int:
-    """Replace the forward of every NF4 `Linear4bit` of `model`; returns how many. `fp8_forward`: their forward
-    products in FP8 where `fp8_supported` (the others stay in the compute dtype)."""
+def install(model, fp8_scaling: str = "none") -> int:
+    """Replace the forward of every NF4 `Linear4bit` of `model`; returns how many. `fp8_scaling` "rowwise" or
+    "tensorwise": their forward products in FP8 with those scales where `fp8_supported` (the others stay in the
+    compute dtype)."""
     try:
         import bitsandbytes as bnb
     except ImportError:  # then the model has no 4-bit layers
@@ -142,6 +157,7 @@ def install(model, fp8_forward: bool = False) -> int:
         qs = getattr(getattr(module, "weight", None), "quant_state", None)
         if isinstance(module, bnb.nn.Linear4bit) and qs is not None and qs.quant_type == "nf4":
             module.forward = types.MethodType(_forward, module)
-            module._fp8_forward = fp8_forward and fp8_supported(module.in_features, module.out_features)
+            fp8 = fp8_scaling != "none" and fp8_supported(module.in_features, module.out_features)
+            module._fp8_scaling = fp8_scaling if fp8 else "none"
             count += 1
     return count

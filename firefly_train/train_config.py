@@ -82,11 +82,11 @@ class TrainConfig:
         "fallback_random) instead of inside the fused kernels: the masks an uncompiled run draws, four random "
         "numbers per Philox evaluation (inductor's kernels use one unless they have rand4x, as PyTorch 2.13 does), "
         "one more pass over each dropout input", False)
-    fp8_base_products: bool = _help(
-        "with compile_layers and mode qlora, the frozen NF4 base's forward products in FP8: the weight dequantised "
-        "to e4m3 with a scale per output row, the input with a scale per token (torch._scaled_mm; an FP8 GPU, "
-        "compute capability 8.9 or later, or the CPU); the backward stays in the compute dtype. About 3.6 % "
-        "relative error in those products (firefly_train.nf4_linear)", False)
+    fp8_base_products: Literal["none", "rowwise", "tensorwise"] = _help(
+        "with compile_layers and mode qlora, the frozen NF4 base's forward products in FP8 (torch._scaled_mm; an "
+        "FP8 GPU, compute capability 8.9 or later, or the CPU): the weight dequantised to e4m3 with a scale per "
+        "output row and the input with one per token (rowwise), or one scale each (tensorwise); the backward stays "
+        "in the compute dtype. About 3.6 % relative error in those products (firefly_train.nf4_linear)", "none")
     uncheckpointed_layers: int = _help(
         "with gradient_checkpointing, the last N decoder layers keep their activations instead of recomputing "
         "them: each saves one layer's forward recompute per step and costs one layer's activations (`plan` "

@@ -93,13 +93,14 @@ def test_gemm_rates_times_each_way_of_computing_a_frozen_linear(tmp_path):
     report = tmp_path / "gemm.json"
     out = _run("bench/gemm_rates.py", "--tokens", 48, "--hidden", 96, "--intermediate", 160, "--rank", 8,
                "--repeats", 1, "--device", "cpu", "--json", report)
-    assert out.splitlines()[-2].startswith("layer")
+    assert out.splitlines()[-3].startswith("layer")  # then the two FP8 kinds' errors
     shapes = json.loads(report.read_text())["shapes"]
     assert set(shapes) == {"q/k/v/o", "gate/up", "down"}
     for r in shapes.values():
         assert all(r[w] > 0 for w in ("bf16 mm", "nf4 dequant", "nf4 matmul", "lora"))
-        if r["fp8 rowwise"] is not None:  # e4m3 with a scale per row: a few per cent from the bf16 product
-            assert 0 < r["fp8 relative error"] < 0.1
+        for kind in ("rowwise", "tensorwise"):  # e4m3 operands: a few per cent from the bf16 product
+            if r[f"fp8 {kind}"] is not None:
+                assert 0 < r[f"fp8 {kind} relative error"] < 0.1
 
 
 def test_sdpa_backends_times_each_backend_on_new_and_seen_shapes(tmp_path):

@@ -101,40 +101,46 @@ def test_on_cuda_compiled_dequantisation_and_product_equal_bitsandbytes():
     torch.testing.assert_close(product(x), bnb.matmul_4bit(x, packed, quant_state=qs), rtol=0, atol=0)
 
 
-def _fp8_pair():
+def _fp8_pair(scaling: str):
     """The same NF4 layer twice: the compute-dtype forward, and the FP8 one."""
     ref, fp8 = _linear(False), _linear(False)
     nf4_linear.install(torch.nn.ModuleList([ref]))
-    nf4_linear.install(torch.nn.ModuleList([fp8]), fp8_forward=True)
-    assert not ref._fp8_forward and fp8._fp8_forward
+    nf4_linear.install(torch.nn.ModuleList([fp8]), fp8_scaling=scaling)
+    assert ref._fp8_scaling == "none" and fp8._fp8_scaling == scaling
     return ref, fp8
 
 
-def test_fp8_product_is_the_float32_product_of_the_rounded_operands():
+@pytest.mark.parametrize("rowwise", [True, False])
+def test_fp8_product_is_the_float32_product_of_the_rounded_operands(rowwise):
     """fp8_product's scales go where they belong: its output is the float32 product of the e4m3 operands times
-    their row scales (rounded once to bf16), and each e4m3 weight row spans the format (largest magnitude 448)."""
+    their scales (rounded once to bf16), and the e4m3 weight spans the format (largest magnitude 448 in each row,
+    or in the whole weight)."""
     layer = _linear(False)
     qs = layer.weight.quant_state
     x = torch.randn(2, 7, 256, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(5))
-    got = nf4_linear.fp8_product(x, layer.weight, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape)
+    got = nf4_linear.fp8_product(x, layer.weight, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape,
+                                 rowwise)
     weight = nf4_linear.dequantize_nf4(layer.weight, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape,
                                        torch.float32)
-    w8, w_scale = nf4_linear._fp8_rows(weight)
-    x8, x_scale = nf4_linear._fp8_rows(x.reshape(-1, 256))
-    assert torch.equal(w8.float().abs().amax(dim=1), torch.full((96,), 448.0))
+    w8, w_scale = nf4_linear.to_fp8(weight, rowwise)
+    x8, x_scale = nf4_linear.to_fp8(x.reshape(-1, 256), rowwise)
+    peaks = w8.float().abs().amax(dim=1)
+    assert torch.equal(peaks, torch.full((96,), 448.0)) if rowwise else peaks.max() == 448.0
+    assert w_scale.shape == ((96, 1) if rowwise else ())
     want = ((x8.float() * x_scale) @ (w8.float() * w_scale).t()).to(torch.bfloat16).view(2, 7, 96)
     torch.testing.assert_close(got, want, rtol=2 ** -7, atol=1e-3)
 
 
 @pytest.mark.parametrize("compiled", [False, True])
-def test_fp8_forward_is_within_its_rounding_and_the_backward_is_the_compute_dtypes(compiled):
+@pytest.mark.parametrize("scaling", ["rowwise", "tensorwise"])
+def test_fp8_forward_is_within_its_rounding_and_the_backward_is_the_compute_dtypes(scaling, compiled):
     """The FP8 forward differs from the bf16 one by e4m3's rounding of both operands (a few per cent, never
     zero), compiles to the same values as eager code without a graph break, and its input gradient is the
     bf16 path's bit for bit (the backward is shared)."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    ref, fp8 = _fp8_pair()
+    ref, fp8 = _fp8_pair(scaling)
     x = torch.randn(4, 16, 256, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(6))
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     want = ref(xa)
@@ -163,8 +169,8 @@ def test_fp8_base_products_needs_compiled_qlora_layers():
     from firefly_core.errors import FireflyError
     from firefly_train.lora import build_model
 
-    for cfg in (SimpleNamespace(fp8_base_products=True, compile_layers=False, mode="qlora"),
-                SimpleNamespace(fp8_base_products=True, compile_layers=True, mode="lora")):
+    for cfg in (SimpleNamespace(fp8_base_products="rowwise", compile_layers=False, mode="qlora"),
+                SimpleNamespace(fp8_base_products="tensorwise", compile_layers=True, mode="lora")):
         with pytest.raises(FireflyError, match="fp8_base_products"):
             build_model(cfg, None, None, torch.device("cpu"), torch.bfloat16)
 
@@ -179,5 +185,6 @@ def test_on_cuda_the_compiled_fp8_product_is_within_its_rounding():
     args = (packed, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, None)
     x = torch.randn(2048, 4096, device="cuda", dtype=torch.bfloat16)
     want = nf4_linear._NF4Matmul.apply(x, *args)
-    got = torch.compile(lambda x: nf4_linear._NF4MatmulFP8.apply(x, *args))(x)
-    assert 0.005 < ((got.float() - want.float()).norm() / want.float().norm()).item() < 0.06
+    for rowwise in (True, False):
+        got = torch.compile(lambda x: nf4_linear._NF4MatmulFP8.apply(x, *args, rowwise))(x)
+        assert 0.005 < ((got.float() - want.float()).norm() / want.float().norm()).item() < 0.06
