@@ -42,7 +42,7 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return 1000 * (time.perf_counter() - t0) / repeats
 
 
-def fp8_product(x: torch.Tensor, w8: torch.Tensor, w_scale: torch.Tensor, rowwise: bool) -> torch.Tensor:
+def fp8_mm(x: torch.Tensor, w8: torch.Tensor, w_scale: torch.Tensor, rowwise: bool) -> torch.Tensor:
     """x (bf16, M x K) @ w^T with e4m3 operands: x quantised here, w beforehand (`to_fp8`, the same scaling)."""
     x8, x_scale = to_fp8(x, rowwise)
     return torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=w_scale.t(), out_dtype=torch.bfloat16)
@@ -68,8 +68,8 @@ def shape_rows(tokens: int, k: int, n: int, rank: int, device: torch.device, rep
     for kind, rowwise in (("rowwise", True), ("tensorwise", False)):
         try:
             w8, ws = to_fp8(w, rowwise)
-            rows[f"fp8 {kind}"] = timed(lambda: fp8_product(x, w8, ws, rowwise), device, repeats)
-            rows[f"fp8 {kind} relative error"] = float((fp8_product(x, w8, ws, rowwise).float() - ref).norm()
+            rows[f"fp8 {kind}"] = timed(lambda: fp8_mm(x, w8, ws, rowwise), device, repeats)
+            rows[f"fp8 {kind} relative error"] = float((fp8_mm(x, w8, ws, rowwise).float() - ref).norm()
                                                        / ref.norm())
         except (RuntimeError, NotImplementedError) as e:  # no FP8 GEMM on this device
             rows[f"fp8 {kind}"] = None

@@ -181,7 +181,7 @@ def decoder_layers(model) -> list:
     return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
-def compile_layers(model, eager_dropout: bool, fp8_scaling: str = "none") -> None:
+def compile_layers(model, eager_dropout: bool, fp8_scaling: str) -> None:
     """torch.compile each decoder layer (with its LoRA branches): the norms, RoPE, activation, dropout, LoRA
     scaling, residual adds and casts between the matrix products become a few fused kernels instead of dozens
     of elementwise passes over the activations; the products themselves stay cuBLAS's and bitsandbytes'.
