@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -231,3 +233,32 @@ def test_lm_eval_exactness_runs_every_variant(tiny_llama, tmp_path):
     assert arc["stock, FLASH_ATTENTION only"]["identical_tokens"] is True
     for variants in (arc, mmlu):
         assert all(v["max_abs_token_logprob_diff"] < 1e-4 for v in variants.values())
+
+
+@pytest.mark.parametrize("rowwise", [True, False])
+def test_fp8_loss_bench_emulates_scaled_mm_up_to_the_order_of_float32_sums(rowwise):
+    """bench/fp8_loss.py's CPU stand-in for `torch._scaled_mm` (whose CPU kernel is oneDNN's reference one) gives
+    `nf4_linear.fp8_product`'s output: the same e4m3 operands and scales, only summed in another order."""
+    bnb = pytest.importorskip("bitsandbytes")
+    import torch
+
+    from firefly_train import nf4_linear
+
+    spec = importlib.util.spec_from_file_location("fp8_loss", REPO / "bench" / "fp8_loss.py")
+    fp8_loss = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fp8_loss)
+    torch.manual_seed(3)
+    weight = bnb.nn.Params4bit(torch.randn(96, 256, dtype=torch.bfloat16), requires_grad=False, quant_type="nf4",
+                               compress_statistics=True)
+    layer = bnb.nn.Linear4bit(256, 96, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
+    layer.weight = weight
+    layer = layer.to("cpu")
+    qs = layer.weight.quant_state
+    args = (layer.weight, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, rowwise)
+    x = torch.randn(3, 10, 256, dtype=torch.bfloat16)
+    want = nf4_linear.fp8_product(x, *args)
+    got = fp8_loss.emulated_fp8_product(x, *args)
+    assert got.shape == want.shape == (3, 10, 96) and got.dtype == want.dtype
+    torch.testing.assert_close(got.float(), want.float(), rtol=2 ** -7, atol=1e-3)  # one bf16 rounding apart
+    bf16 = x @ nf4_linear.dequantize_nf4(layer.weight, *args[1:5], torch.bfloat16).t()
+    assert (got.float() - bf16.float()).norm() / bf16.float().norm() > 0.01  # and really FP8, not the bf16 product
