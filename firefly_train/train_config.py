@@ -86,7 +86,8 @@ class TrainConfig:
         "with compile_layers and mode qlora, the frozen NF4 base's forward products in FP8 (torch._scaled_mm; an "
         "FP8 GPU, compute capability 8.9 or later, or the CPU): the weight dequantised to e4m3 with a scale per "
         "output row and the input with one per token (rowwise), or one scale each (tensorwise); the backward stays "
-        "in the compute dtype. About 3.6 % relative error in those products (firefly_train.nf4_linear)", "none")
+        "in the compute dtype. About 3.6 % relative error in those products (firefly_train.nf4_linear); 2.15x at 13B "
+        "on an H200, but it fails the loss check on a real model (bench/fp8_loss.py), so check yours", "none")
     uncheckpointed_layers: int = _help(
         "with gradient_checkpointing, the last N decoder layers keep their activations instead of recomputing "
         "them: each saves one layer's forward recompute per step and costs one layer's activations (`plan` "
