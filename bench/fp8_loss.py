@@ -11,7 +11,7 @@ emulates it: both operands rounded to e4m3 with `nf4_linear.to_fp8`'s scales exa
 in float32. e4m3 x e4m3 products are exact in float32, so this differs from the GPU's product only in the order of
 the float32 sums. On an FP8 GPU the real kernel runs.
 
-    python bench/fp8_loss.py --data ../shared/data/corpus/cnews.val.subset.txt            # ~15 min on 2 cores
+    python bench/fp8_loss.py --data ../shared/data/corpus/cnews.val.subset.txt            # 9 min on 2 cores
     python bench/fp8_loss.py --data FILE --steps 20 --seq 128                             # quicker
 """
 from __future__ import annotations
