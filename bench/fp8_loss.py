@@ -23,24 +23,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WAYS = {  # name: firefly-train overrides (the FP8 one's scaling from --scaling)
-    "fp32": ["--precision", "fp32"],
-    "bf16": ["--precision", "bf16"],
-    "bf16 + fp8": ["--precision", "bf16", "--fp8_base_products"],
-}
 
 
-def emulated_fp8_product(x, packed, absmax, code, blocksize, shape, rowwise):
-    """`nf4_linear.fp8_product` with the float32 product of the e4m3 operands in place of `torch._scaled_mm`."""
-    import torch
+def ways(scaling: str) -> dict[str, list[str]]:
+    """Each run's name and its firefly-train overrides."""
+    return {"fp32": ["--precision", "fp32"], "bf16": ["--precision", "bf16"],
+            f"bf16 + fp8 {scaling}": ["--precision", "bf16", "--fp8_base_products", scaling]}
 
-    from firefly_train import nf4_linear
 
-    weight, weight_scale = nf4_linear.to_fp8(
-        nf4_linear.dequantize_nf4(packed, absmax, code, blocksize, shape, torch.float32), rowwise)
-    rows, row_scale = nf4_linear.to_fp8(x.reshape(-1, shape[1]), rowwise)
-    out = (rows.float() @ weight.float().t()) * row_scale * weight_scale.t()
-    return out.to(x.dtype).view(*x.shape[:-1], shape[0])
+def emulated_scaled_mm(rows, row_scale, weight, weight_scale, out_dtype):
+    """`nf4_linear.scaled_mm` as the float32 product of the e4m3 operands, for a CPU."""
+    return ((rows.float() @ weight.float().t()) * row_scale * weight_scale.t()).to(out_dtype)
 
 
 def run_one(args) -> None:
@@ -50,18 +43,17 @@ def run_one(args) -> None:
     from firefly_train import cli, nf4_linear
 
     if not torch.cuda.is_available():
-        nf4_linear.fp8_product = emulated_fp8_product
-    out = run_dir(args, args.one)
+        nf4_linear.scaled_mm = emulated_scaled_mm
     argv = ["pretrain", "--config", str(ROOT / "configs/main_job/pretrain.yaml"), "--data", args.data,
             "--train_embeddings", "false", "--compile_layers", "true", "--max_seq_length", str(args.seq),
             "--micro_batch_size", str(args.micro_batch), "--max_steps", str(args.steps),
             "--learning_rate", str(args.lr), "--warmup_steps", "2", "--save_steps", str(args.steps + 1),
-            "-o", str(out), *WAYS[args.one], *([args.scaling] if "fp8" in args.one else [])]
+            "-o", str(run_dir(args.out, args.one)), *ways(args.scaling)[args.one]]
     sys.exit(cli.main(argv))
 
 
-def run_dir(args, way: str) -> Path:
-    return Path(args.out) / (f"bf16-fp8-{args.scaling}" if "fp8" in way else way)
+def run_dir(out: str, way: str) -> Path:
+    return Path(out) / way.replace(" + ", "-").replace(" ", "-")
 
 
 def losses(run: Path) -> list[float]:
@@ -79,29 +71,28 @@ def main() -> None:
     p.add_argument("--scaling", choices=["tensorwise", "rowwise"], default="tensorwise",
                    help="fp8_base_products of the FP8 run")
     p.add_argument("--json", help="write the curves and the comparison here")
-    p.add_argument("--one", choices=WAYS, help=argparse.SUPPRESS)
+    p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         return run_one(args)
 
     curves = {}
-    for way in WAYS:
-        run = run_dir(args, way)
+    for way in ways(args.scaling):
+        run = run_dir(args.out, way)
         if not (run / "run_info.json").is_file() or len(losses(run)) < args.steps:
-            cmd = [sys.executable, __file__, "--one", way, *sys.argv[1:]]
-            subprocess.run(cmd, check=True, cwd=ROOT)
+            subprocess.run([sys.executable, __file__, "--one", way, *sys.argv[1:]], check=True, cwd=ROOT)
         curves[way] = losses(run)
+    fp8 = f"bf16 + fp8 {args.scaling}"
 
     def distance(a, b):
         d = [abs(x - y) for x, y in zip(curves[a], curves[b])]
         return max(d), sum(d) / len(d)
 
     print(f"\n{args.steps} steps of {args.micro_batch} x {args.seq} tokens, {args.data}; FP8 {args.scaling}")
-    print(f"{'way':12} {'first 5':>8} {'last 10':>8}")
+    print(f"{'way':22} {'first 5':>8} {'last 10':>8}")
     for way, c in curves.items():
-        print(f"{way:12} {sum(c[:5]) / 5:8.4f} {sum(c[-10:]) / 10:8.4f}")
-    pairs = {"bf16 vs fp32": ("bf16", "fp32"), "bf16 + fp8 vs bf16": ("bf16 + fp8", "bf16"),
-             "bf16 + fp8 vs fp32": ("bf16 + fp8", "fp32")}
+        print(f"{way:22} {sum(c[:5]) / len(c[:5]):8.4f} {sum(c[-10:]) / len(c[-10:]):8.4f}")
+    pairs = {"bf16 vs fp32": ("bf16", "fp32"), "bf16 + fp8 vs bf16": (fp8, "bf16"), "bf16 + fp8 vs fp32": (fp8, "fp32")}
     print(f"\n{'pair':20} {'max |d|':>8} {'mean |d|':>9}")
     table = {}
     for name, (a, b) in pairs.items():

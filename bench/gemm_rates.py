@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from firefly_train.nf4_linear import to_fp8
+from firefly_train.nf4_linear import scaled_mm, to_fp8
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -45,7 +45,7 @@ def timed(fn, device: torch.device, repeats: int) -> float:
 def fp8_mm(x: torch.Tensor, w8: torch.Tensor, w_scale: torch.Tensor, rowwise: bool) -> torch.Tensor:
     """x (bf16, M x K) @ w^T with e4m3 operands: x quantised here, w beforehand (`to_fp8`, the same scaling)."""
     x8, x_scale = to_fp8(x, rowwise)
-    return torch._scaled_mm(x8, w8.t(), scale_a=x_scale, scale_b=w_scale.t(), out_dtype=torch.bfloat16)
+    return scaled_mm(x8, x_scale, w8, w_scale, torch.bfloat16)
 
 
 def shape_rows(tokens: int, k: int, n: int, rank: int, device: torch.device, repeats: int) -> dict:

@@ -78,8 +78,13 @@ def fp8_product(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, cod
     each with one scale (cuBLAS's); `torch._scaled_mm` accumulates in float32 and returns x's dtype."""
     weight, weight_scale = to_fp8(dequantize_nf4(packed, absmax, code, blocksize, shape, torch.float32), rowwise)
     rows, row_scale = to_fp8(x.reshape(-1, shape[1]), rowwise)
-    out = torch._scaled_mm(rows, weight.t(), scale_a=row_scale, scale_b=weight_scale.t(), out_dtype=x.dtype)
-    return out.view(*x.shape[:-1], shape[0])
+    return scaled_mm(rows, row_scale, weight, weight_scale, x.dtype).view(*x.shape[:-1], shape[0])
+
+
+def scaled_mm(rows: torch.Tensor, row_scale: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+              out_dtype: torch.dtype) -> torch.Tensor:
+    """rows @ weight^T for e4m3 operands and their float32 scales (`to_fp8`): `torch._scaled_mm`, float32 sums."""
+    return torch._scaled_mm(rows, weight.t(), scale_a=row_scale, scale_b=weight_scale.t(), out_dtype=out_dtype)
 
 
 def _gradients(ctx, grad) -> tuple:

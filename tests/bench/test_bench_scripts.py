@@ -236,7 +236,7 @@ def test_lm_eval_exactness_runs_every_variant(tiny_llama, tmp_path):
 
 
 @pytest.mark.parametrize("rowwise", [True, False])
-def test_fp8_loss_bench_emulates_scaled_mm_up_to_the_order_of_float32_sums(rowwise):
+def test_fp8_loss_bench_emulates_scaled_mm_up_to_the_order_of_float32_sums(rowwise, monkeypatch):
     """bench/fp8_loss.py's CPU stand-in for `torch._scaled_mm` (whose CPU kernel is oneDNN's reference one) gives
     `nf4_linear.fp8_product`'s output: the same e4m3 operands and scales, only summed in another order."""
     bnb = pytest.importorskip("bitsandbytes")
@@ -257,7 +257,8 @@ def test_fp8_loss_bench_emulates_scaled_mm_up_to_the_order_of_float32_sums(rowwi
     args = (layer.weight, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, rowwise)
     x = torch.randn(3, 10, 256, dtype=torch.bfloat16)
     want = nf4_linear.fp8_product(x, *args)
-    got = fp8_loss.emulated_fp8_product(x, *args)
+    monkeypatch.setattr(nf4_linear, "scaled_mm", fp8_loss.emulated_scaled_mm)
+    got = nf4_linear.fp8_product(x, *args)
     assert got.shape == want.shape == (3, 10, 96) and got.dtype == want.dtype
     torch.testing.assert_close(got.float(), want.float(), rtol=2 ** -7, atol=1e-3)  # one bf16 rounding apart
     bf16 = x @ nf4_linear.dequantize_nf4(layer.weight, *args[1:5], torch.bfloat16).t()
