@@ -39,7 +39,7 @@ def test_same_loss_and_gradients_as_peft_without_dropout(tiny_llama):
             torch.testing.assert_close(grads[name], want[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_one_dropout_mask_per_shared_input(tiny_llama):
+def test_one_dropout_mask_per_shared_input(tiny_llama, monkeypatch):
     def dropout_calls(model):
         calls = []
         hooks = [m.register_forward_hook(lambda mod, args, out, name=name: calls.append(name))
@@ -50,12 +50,66 @@ def test_one_dropout_mask_per_shared_input(tiny_llama):
         return calls
 
     assert len(dropout_calls(_lora(tiny_llama, dropout=0.1))) == 2 * 7
+    masks = []
+    draw = torch.rand_like
+    monkeypatch.setattr(torch, "rand_like", lambda t, *a, **k: masks.append(t.shape) or draw(t, *a, **k))
     fused = _lora(tiny_llama, dropout=0.1)
     fuse_shared_inputs(fused)
-    calls = dropout_calls(fused)
-    assert len(calls) == 2 * 4 and sum(".q_proj." in c for c in calls) == 2 and not any(".k_proj." in c for c in calls)
+    assert not dropout_calls(fused)  # the masks are drawn as such, not by peft's dropout modules
+    hidden, inner = fused.config.hidden_size, fused.config.intermediate_size
+    assert sorted(m[-1] for m in masks) == sorted([hidden] * 3 * 2 + [inner] * 2)  # per layer: q/k/v, o, gate/up, down
     loss, grads = _loss_and_grads(fused)
     assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_dropped_down_projection_has_the_gradients_of_dropout_then_linear():
+    """`_DroppedDown` rebuilds dropout(x) in the backward from x and the mask: the same output and gradients as
+    `F.linear(x * mask / (1 - p), A)` through autograd with that mask, bit for bit (bf16, as under autocast)."""
+    from firefly_train.fused_lora import _DroppedDown
+
+    x = torch.randn(2, 8, 32, dtype=torch.bfloat16, requires_grad=True)
+    a = torch.randn(12, 32, requires_grad=True)
+    grad = torch.randn(2, 8, 12, dtype=torch.bfloat16)
+    keep = torch.rand_like(x) >= 0.25
+    out = _DroppedDown.apply(x, keep, a, 1 / 0.75)
+    out.backward(grad)
+    x2, a2 = x.detach().clone().requires_grad_(), a.detach().clone().requires_grad_()
+    want = torch.nn.functional.linear(x2 * keep * (1 / 0.75), a2.to(torch.bfloat16))
+    want.backward(grad)
+    assert 0.6 < keep.float().mean() < 0.9
+    assert torch.equal(out, want) and torch.equal(x.grad, x2.grad) and torch.equal(a.grad, a2.grad)
+    assert a.grad.dtype == torch.float32
+
+
+def test_a_compiled_layer_keeps_only_the_masks_for_its_dropout(qlora):
+    """What dropout adds to a kept compiled layer's saved tensors is its masks, one byte an element: the dropped
+    inputs are rebuilt in the backward, not kept (nn.Dropout's kernel output was kept beside the input). Without
+    dropout the layer keeps the inputs of the LoRA products instead (the compiler never recomputes a product's
+    input), so with it the rest is smaller."""
+    def saved_bytes(dropout):
+        model = qlora(compile_layers=True, uncheckpointed_layers=2,
+                      **{"lora.dropout": dropout, "lora.fuse_shared_inputs": True})
+        layers = model.get_base_model().model.layers
+        inside, saved = [False], {}
+        for layer in layers:
+            layer.register_forward_pre_hook(lambda *a: inside.__setitem__(0, True))
+            layer.register_forward_hook(lambda *a: inside.__setitem__(0, False))
+
+        def pack(t):
+            if inside[0] and t.dim() > 1 and t.shape[-2] == 16:  # per-token tensors (16 tokens)
+                saved[t.untyped_storage().data_ptr()] = (t.untyped_storage().nbytes(), t.dtype)
+            return t
+
+        ids = torch.arange(1, 17).view(1, 16)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                torch.autocast("cpu", dtype=torch.bfloat16):
+            model(input_ids=ids, labels=ids).loss.backward()
+        return sum(n for n, d in saved.values() if d != torch.bool), sum(n for n, d in saved.values() if d == torch.bool)
+
+    cfg = qlora().config
+    masks = 2 * 16 * (3 * cfg.hidden_size + cfg.intermediate_size)  # 2 layers, 16 tokens, 4 dropout sites a layer
+    (with_dropout, mask_bytes), (without, no_masks) = saved_bytes(0.1), saved_bytes(0.0)
+    assert (mask_bytes, no_masks) == (masks, 0) and with_dropout < without
 
 
 def test_the_saved_adapter_is_peft_s_and_a_merged_or_disabled_adapter_falls_back(tiny_llama, tmp_path):

@@ -1,0 +1,128 @@
+"""NF4 dequantisation and the frozen base's product layouts at one model's shapes, per call, on one device.
+
+Dequantisation of one weight (double-quant absmax included), GB/s counted as the 4-bit read plus the 16-bit write:
+- `bitsandbytes`: `bitsandbytes.functional.dequantize_4bit`, its CUDA kernel;
+- `inductor`: `nf4_linear.dequantize_nf4` compiled by torch.compile, as the compiled layers run it (the forward's
+  and the backward's formulation);
+- `triton N`: `nf4_kernel`'s kernel, N packed bytes a program;
+- `copy`: a clone of the 16-bit weight (4 bytes moved per weight), the card's streaming rate.
+
+Products (bf16, `--tokens` rows), TFLOP/s: the forward `x @ W^T` and the backward's input gradient `g @ W` of each
+shape, and the same with q/k/v and gate/up as one product (`fused`: the weights side by side, so one product
+instead of three or two, and in the backward one product over the summed inner dimension instead of a sum of
+products).
+
+    python bench/nf4_dequant_speed.py --shape configs/shapes/llama2-13b.json
+    TRITON_INTERPRET=1 python bench/nf4_dequant_speed.py --hidden 64 --intermediate 128 --tokens 32 --device cpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    """Milliseconds per call after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return 1000 * (time.perf_counter() - t0) / repeats
+
+
+def dequant_rows(n: int, k: int, device: torch.device, repeats: int, programs: list[int]) -> dict:
+    import bitsandbytes.functional as bf
+
+    from firefly_train import nf4_kernel
+    from firefly_train.nf4_linear import absmax_of, dequantize_nf4
+
+    w = torch.randn(n, k, device=device, dtype=torch.bfloat16)
+    q, st = bf.quantize_4bit(w, quant_type="nf4", compress_statistics=True)
+    shape, numel = st.shape, st.shape.numel()
+    ref = bf.dequantize_4bit(q, st)
+
+    def compiled(for_backward: bool):
+        return torch.compile(lambda: dequantize_nf4(q, absmax_of(st), st.code, st.blocksize, shape, torch.bfloat16,
+                                                    for_backward=for_backward))
+
+    ways = {"bitsandbytes": lambda: bf.dequantize_4bit(q, st), "copy": w.clone}
+    if device.type == "cuda":
+        ways |= {"inductor": compiled(False), "inductor (backward's)": compiled(True)}
+    for bytes_per_program in programs:
+        ways[f"triton {bytes_per_program}"] = (
+            lambda b=bytes_per_program: nf4_kernel.launch(q, absmax_of(st), st.code, st.blocksize, numel,
+                                                          torch.bfloat16, b))
+    rows = {}
+    for name, fn in ways.items():
+        if name != "copy" and not torch.equal(fn().view(shape), ref):
+            raise SystemExit(f"{name}: not bitsandbytes' weights")
+        ms = timed(fn, device, repeats)
+        rows[name] = {"ms": ms, "GB/s": numel * (4 if name == "copy" else 2.5) / ms / 1e6}
+    return rows
+
+
+def product_rows(tokens: int, h: int, i: int, device: torch.device, repeats: int) -> dict:
+    def rate(m, k, n):
+        a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        b = torch.randn(k, n, device=device, dtype=torch.bfloat16)
+        wt = torch.randn(n, k, device=device, dtype=torch.bfloat16)
+        fwd = timed(lambda: a @ wt.t(), device, repeats)  # x @ W^T, W stored (out, in)
+        bwd = timed(lambda: a @ b, device, repeats)  # g @ W: W stored (out, in), read as (k=out, n=in)
+        flops = 2 * m * k * n
+        return {"forward ms": fwd, "forward TFLOP/s": flops / fwd / 1e9, "backward ms": bwd,
+                "backward TFLOP/s": flops / bwd / 1e9}
+
+    rows = {"q/k/v/o": rate(tokens, h, h), "gate/up": rate(tokens, h, i), "down": rate(tokens, i, h)}
+    rows["q/k/v fused"] = rate(tokens, h, 3 * h)
+    back = rate(tokens, 3 * h, h)
+    rows["q/k/v fused"] |= {"backward ms": back["backward ms"], "backward TFLOP/s": back["backward TFLOP/s"]}
+    rows["gate/up fused"] = rate(tokens, h, 2 * i)
+    back = rate(tokens, 2 * i, h)
+    rows["gate/up fused"] |= {"backward ms": back["backward ms"], "backward TFLOP/s": back["backward TFLOP/s"]}
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", type=Path, help="a model shape (configs/shapes/*.json): hidden and intermediate")
+    ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--intermediate", type=int, default=11008)
+    ap.add_argument("--tokens", type=int, default=8192)
+    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--programs", type=int, nargs="+", default=[1024, 2048, 4096, 8192],
+                    help="packed bytes per Triton program to time")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if args.shape:
+        spec = json.loads(args.shape.read_text())
+        args.hidden, args.intermediate = spec["hidden_size"], spec["intermediate_size"]
+    device = torch.device(args.device)
+    h, i = args.hidden, args.intermediate
+    deq = {"q/k/v/o": dequant_rows(h, h, device, args.repeats, args.programs),
+           "gate/up": dequant_rows(i, h, device, args.repeats, args.programs)}
+    print(f"dequantisation, ms per weight (GB/s); hidden {h}, intermediate {i}")
+    ways = list(deq["gate/up"])
+    print(f"{'weight':<10}" + "".join(f"{w:>24}" for w in ways))
+    for name, r in deq.items():
+        print(f"{name:<10}" + "".join(f"{r[w]['ms']:>14.4f} ({r[w]['GB/s']:>6.0f})" for w in ways))
+    products = product_rows(args.tokens, h, i, device, args.repeats)
+    print(f"\nbf16 products, {args.tokens} rows: ms (TFLOP/s)")
+    for name, r in products.items():
+        print(f"{name:<14} forward {r['forward ms']:.3f} ({r['forward TFLOP/s']:.0f})   "
+              f"backward {r['backward ms']:.3f} ({r['backward TFLOP/s']:.0f})")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "dequantise": deq, "products": products}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
