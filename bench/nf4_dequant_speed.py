@@ -4,7 +4,6 @@ Dequantisation of one weight (double-quant absmax included), GB/s counted as the
 - `bitsandbytes`: `bitsandbytes.functional.dequantize_4bit`, its CUDA kernel;
 - `inductor`: `nf4_linear.dequantize_nf4` compiled by torch.compile, as the compiled layers run it (the forward's
   and the backward's formulation);
-- `triton N`: `nf4_kernel`'s kernel, N packed bytes a program;
 - `copy`: a clone of the 16-bit weight (4 bytes moved per weight), the card's streaming rate.
 
 Products (bf16, `--tokens` rows), TFLOP/s: the forward `x @ W^T` and the backward's input gradient `g @ W` of each
@@ -13,7 +12,7 @@ instead of three or two, and in the backward one product over the summed inner d
 products).
 
     python bench/nf4_dequant_speed.py --shape configs/shapes/llama2-13b.json
-    TRITON_INTERPRET=1 python bench/nf4_dequant_speed.py --hidden 64 --intermediate 128 --tokens 32 --device cpu
+    python bench/nf4_dequant_speed.py --hidden 64 --intermediate 128 --tokens 32 --device cpu   # a smoke run
 """
 from __future__ import annotations
 
@@ -38,10 +37,9 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return 1000 * (time.perf_counter() - t0) / repeats
 
 
-def dequant_rows(n: int, k: int, device: torch.device, repeats: int, programs: list[int]) -> dict:
+def dequant_rows(n: int, k: int, device: torch.device, repeats: int) -> dict:
     import bitsandbytes.functional as bf
 
-    from firefly_train import nf4_kernel
     from firefly_train.nf4_linear import absmax_of, dequantize_nf4
 
     w = torch.randn(n, k, device=device, dtype=torch.bfloat16)
@@ -56,10 +54,6 @@ def dequant_rows(n: int, k: int, device: torch.device, repeats: int, programs: l
     ways = {"bitsandbytes": lambda: bf.dequantize_4bit(q, st), "copy": w.clone}
     if device.type == "cuda":
         ways |= {"inductor": compiled(False), "inductor (backward's)": compiled(True)}
-    for bytes_per_program in programs:
-        ways[f"triton {bytes_per_program}"] = (
-            lambda b=bytes_per_program: nf4_kernel.launch(q, absmax_of(st), st.code, st.blocksize, numel,
-                                                          torch.bfloat16, b))
     rows = {}
     for name, fn in ways.items():
         if name != "copy" and not torch.equal(fn().view(shape), ref):
@@ -97,8 +91,6 @@ def main():
     ap.add_argument("--intermediate", type=int, default=11008)
     ap.add_argument("--tokens", type=int, default=8192)
     ap.add_argument("--repeats", type=int, default=50)
-    ap.add_argument("--programs", type=int, nargs="+", default=[1024, 2048, 4096, 8192],
-                    help="packed bytes per Triton program to time")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -107,8 +99,8 @@ def main():
         args.hidden, args.intermediate = spec["hidden_size"], spec["intermediate_size"]
     device = torch.device(args.device)
     h, i = args.hidden, args.intermediate
-    deq = {"q/k/v/o": dequant_rows(h, h, device, args.repeats, args.programs),
-           "gate/up": dequant_rows(i, h, device, args.repeats, args.programs)}
+    deq = {"q/k/v/o": dequant_rows(h, h, device, args.repeats),
+           "gate/up": dequant_rows(i, h, device, args.repeats)}
     print(f"dequantisation, ms per weight (GB/s); hidden {h}, intermediate {i}")
     ways = list(deq["gate/up"])
     print(f"{'weight':<10}" + "".join(f"{w:>24}" for w in ways))

@@ -21,9 +21,6 @@ backward is the same as without it.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
-import os
 import types
 
 import torch
@@ -55,22 +52,10 @@ def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tenso
     backward's dequantisation must share no step with the forward's, or the compiler's common-subexpression
     pass merges them and keeps that step's output (the 16-bit weight, or the unpacked indices) alive from the
     forward to the backward."""
-    if packed.is_cuda and _kernel_available():
-        return torch.ops.firefly.dequantize_nf4(packed, absmax, code, blocksize, shape.numel(), dtype,
-                                                for_backward).view(shape)
     flat = packed.view(-1)
     high, low = (flat // 16, flat % 16) if for_backward else (flat >> 4, flat & 15)
     values = code[torch.stack([high, low], dim=-1).view(-1)[:shape.numel()].int()]
     return _per_block(values, absmax, blocksize, scale_first=for_backward).to(dtype).view(shape)
-
-
-@functools.cache
-def _kernel_available() -> bool:
-    """On CUDA with Triton, the dequantisation runs in `nf4_kernel`'s kernel (the same values)."""
-    if os.environ.get("FIREFLY_NF4_KERNEL") == "torch" or importlib.util.find_spec("triton") is None:
-        return False
-    from firefly_train import nf4_kernel  # noqa: F401  registers torch.ops.firefly.dequantize_nf4
-    return True
 
 
 FP8 = torch.float8_e4m3fn
