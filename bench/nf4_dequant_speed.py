@@ -18,23 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
-
-
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Milliseconds per call after two warm-up calls."""
-    for _ in range(2):
-        fn()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    sync()
-    return 1000 * (time.perf_counter() - t0) / repeats
+from gemm_rates import timed
 
 
 def dequant_rows(n: int, k: int, device: torch.device, repeats: int) -> dict:

@@ -38,8 +38,8 @@ def op_class(name: str, shapes: list, rank: int, vocab: int) -> str:
         return "head + loss"
     if name in MATMULS or "matmul" in low or "gemm" in low:
         return "head + loss" if vocab in dims else "LoRA matmuls" if rank in dims else "base matmuls"
-    if "dropout" in low or "bernoulli" in low:
-        return "dropout"
+    if "dropout" in low or "bernoulli" in low or name in ("aten::uniform_", "aten::rand_like"):
+        return "dropout"  # (rand_like: the LoRA dropout masks of fused_lora)
     if "embedding" in low:
         return "embeddings"
     if name in ("aten::copy_", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous"):

@@ -105,6 +105,19 @@ def test_gemm_rates_times_each_way_of_computing_a_frozen_linear(tmp_path):
                 assert 0 < r[f"fp8 {kind} relative error"] < 0.1
 
 
+def test_nf4_dequant_speed_checks_each_way_against_bitsandbytes(tmp_path):
+    """The script refuses a dequantisation whose weights are not bitsandbytes' (the CPU runs bitsandbytes' and the
+    copy; inductor's only on CUDA), and times the products of each layout."""
+    report = tmp_path / "deq.json"
+    out = _run("bench/nf4_dequant_speed.py", "--hidden", 64, "--intermediate", 128, "--tokens", 32, "--repeats", 1,
+               "--device", "cpu", "--json", report)
+    assert "q/k/v fused" in out
+    got = json.loads(report.read_text())
+    assert set(got["dequantise"]) == {"q/k/v/o", "gate/up"}
+    assert all(set(r) == {"bitsandbytes", "copy"} and r["copy"]["GB/s"] > 0 for r in got["dequantise"].values())
+    assert set(got["products"]) == {"q/k/v/o", "gate/up", "down", "q/k/v fused", "gate/up fused"}
+
+
 def test_sdpa_backends_times_each_backend_on_new_and_seen_shapes(tmp_path):
     report = tmp_path / "sdpa.json"
     out = _run("bench/sdpa_backends.py", "--shapes", "1", "--repeats", "1", "--heads", "2", "--json", report)
