@@ -12,7 +12,8 @@ is peft's own. The memory estimate is arithmetic on those counts:
 - activations per micro-batch x length, in the compute dtype: without checkpointing every layer keeps
   its inputs of norms, projections, MLP and LoRA dropouts (~10h + 2h_kv + 5i values a token, attention
   through SDPA/flash keeps no s x s matrix); with checkpointing only each layer's input plus one layer
-  being recomputed. Logits and their gradient in fp32 are added in both cases.
+  being recomputed. Logits and their gradient in fp32 are added in both cases. A layer compiled with the fused
+  LoRA path keeps less (4h + 2h_kv + 2i values and the dropout masks, as counted in bench/NOTES.md).
 It leaves out the CUDA context, allocator fragmentation and temporary buffers (add ~1-2 GiB).
 """
 from __future__ import annotations
@@ -52,6 +53,18 @@ def _vocab_of(cfg) -> int | None:
     if not Path(cfg.tokenizer).is_dir():
         raise FireflyError(f"tokenizer folder {cfg.tokenizer} not found (give plan --vocab_size N instead)")
     return len(load_tokenizer(cfg.tokenizer))
+
+
+def _layer_bytes_a_token(cfg, h: int, h_kv: int, i: int, act_bytes: int) -> int:
+    """What a layer out of checkpointing keeps for its backward, a token. Compiled with the fused LoRA path
+    (`compile_layers`, `lora.fuse_shared_inputs`), as counted in bench/NOTES.md (sixteenth session): its input,
+    q, k and v after RoPE, the attention output, the residual after attention, gate and up, and for the LoRA
+    dropouts their 1-byte masks (without dropout: the LoRA products' inputs instead). Otherwise the eager estimate
+    of the module docstring."""
+    if cfg.mode == "full" or not (cfg.compile_layers and cfg.lora.fuse_shared_inputs):
+        return (10 * h + 2 * h_kv + 5 * i) * act_bytes
+    kept = (4 * h + 2 * h_kv + 2 * i) * act_bytes
+    return kept + (3 * h + i if cfg.lora.dropout > 0 else (2 * h + i) * act_bytes)
 
 
 def plan(cfg, vocab_size: int | None = None) -> dict:
@@ -105,7 +118,7 @@ def memory(cfg, config, base_total: int, linear: int, trainable: int, components
     state = 2 if cfg.optimizer in ("adamw_8bit", "paged_adamw_8bit") else 8
     train = trainable * (4 + 4 + state)
     tokens = cfg.micro_batch_size * cfg.max_seq_length
-    per_layer = tokens * (10 * h + 2 * h_kv + 5 * i) * act_bytes
+    per_layer = tokens * _layer_bytes_a_token(cfg, h, h_kv, i, act_bytes)
     # fp32 logits and their gradient: all tokens at once, or one chunk of them (firefly_train.chunked_loss)
     chunked = cfg.loss_chunk_tokens > 0 and getattr(config, "model_type", None) in MODEL_TYPES
     logits = min(tokens, cfg.loss_chunk_tokens if chunked else tokens) * config.vocab_size * 4 * 2

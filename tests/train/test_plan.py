@@ -69,6 +69,26 @@ def test_memory_estimate_orders():
     assert lora_only["trainable_params"] == 159_907_840
 
 
+def test_a_compiled_fused_layer_is_planned_as_measured():
+    """With compile_layers and lora.fuse_shared_inputs a kept 13B layer at 8 x 1024 tokens holds 1.11 GiB (the
+    count of bench/NOTES.md, sixteenth session: 14.25 hidden-sized bf16 tensors a token, the dropout masks at one
+    byte); the 13B recipe's 11 kept layers then plan to within 1 GiB of the 29.2 GiB measured on an H200."""
+    def act(**over):
+        cfg = _cfg("llama2-13b.json", micro_batch_size=8, precision="bf16", optimizer="adamw_8bit", **over)
+        return plan(cfg, vocab_size=55296)["memory"]
+
+    fused = {"compile_layers": True, "lora.fuse_shared_inputs": True}
+    one_more = act(uncheckpointed_layers=11, **fused)["activations_checkpointing"] - act(
+        uncheckpointed_layers=10, **fused)["activations_checkpointing"]
+    assert one_more == 8192 * (14.25 * 5120 * 2 - 5120 * 2)  # its activations, less its checkpointed input
+    eager = act(uncheckpointed_layers=11)["activations_checkpointing"] - act(
+        uncheckpointed_layers=10)["activations_checkpointing"]
+    assert eager > one_more
+    recipe = act(uncheckpointed_layers=11, **fused)
+    total = recipe["weights"] + recipe["trainable_state"] + recipe["activations_checkpointing"]
+    assert abs(total / 2**30 - 29.2) < 1.0
+
+
 def test_plan_on_embedded_model_without_loading_weights(smollm2):
     result = plan(load_config(PlanConfig, None, {"model": str(smollm2), "lora.r": 8, "train_embeddings": True}))
     # SmolLM2 ties lm_head to embed_tokens: one trained matrix, 49152 x 576
