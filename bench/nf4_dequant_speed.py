@@ -51,24 +51,17 @@ def dequant_rows(n: int, k: int, device: torch.device, repeats: int) -> dict:
 
 
 def product_rows(tokens: int, h: int, i: int, device: torch.device, repeats: int) -> dict:
-    def rate(m, k, n):
-        a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
-        b = torch.randn(k, n, device=device, dtype=torch.bfloat16)
-        wt = torch.randn(n, k, device=device, dtype=torch.bfloat16)
-        fwd = timed(lambda: a @ wt.t(), device, repeats)  # x @ W^T, W stored (out, in)
-        bwd = timed(lambda: a @ b, device, repeats)  # g @ W: W stored (out, in), read as (k=out, n=in)
-        flops = 2 * m * k * n
+    def rate(k, n):
+        """A linear layer of k inputs and n outputs: forward x[tokens, k] @ W^T, backward g[tokens, n] @ W."""
+        x, g = (torch.randn(tokens, d, device=device, dtype=torch.bfloat16) for d in (k, n))
+        w = torch.randn(n, k, device=device, dtype=torch.bfloat16)  # stored (out, in), as nn.Linear's
+        fwd, bwd = timed(lambda: x @ w.t(), device, repeats), timed(lambda: g @ w, device, repeats)
+        flops = 2 * tokens * k * n
         return {"forward ms": fwd, "forward TFLOP/s": flops / fwd / 1e9, "backward ms": bwd,
                 "backward TFLOP/s": flops / bwd / 1e9}
 
-    rows = {"q/k/v/o": rate(tokens, h, h), "gate/up": rate(tokens, h, i), "down": rate(tokens, i, h)}
-    rows["q/k/v fused"] = rate(tokens, h, 3 * h)
-    back = rate(tokens, 3 * h, h)
-    rows["q/k/v fused"] |= {"backward ms": back["backward ms"], "backward TFLOP/s": back["backward TFLOP/s"]}
-    rows["gate/up fused"] = rate(tokens, h, 2 * i)
-    back = rate(tokens, 2 * i, h)
-    rows["gate/up fused"] |= {"backward ms": back["backward ms"], "backward TFLOP/s": back["backward TFLOP/s"]}
-    return rows
+    return {"q/k/v/o": rate(h, h), "gate/up": rate(h, i), "down": rate(i, h), "q/k/v fused": rate(h, 3 * h),
+            "gate/up fused": rate(h, 2 * i)}
 
 
 def main():
