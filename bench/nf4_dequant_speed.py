@@ -2,8 +2,10 @@
 
 Dequantisation of one weight (double-quant absmax included), GB/s counted as the 4-bit read plus the 16-bit write:
 - `bitsandbytes`: `bitsandbytes.functional.dequantize_4bit`, its CUDA kernel;
-- `inductor`: `nf4_linear.dequantize_nf4` compiled by torch.compile, as the compiled layers run it (the forward's
-  and the backward's formulation);
+- `nf4_weight`: `nf4_linear.nf4_weight` compiled by torch.compile with the absmax undone, as the compiled layers
+  run it (bitsandbytes' kernel called from compiled code);
+- `inductor`: the same dequantisation written as torch ops (`torch_ops_dequant`, what the compiled layers ran until
+  the seventeenth session) compiled by torch.compile;
 - `copy`: a clone of the 16-bit weight (4 bytes moved per weight), the card's streaming rate.
 
 Products (bf16, `--tokens` rows), TFLOP/s: the forward `x @ W^T` and the backward's input gradient `g @ W` of each
@@ -24,23 +26,30 @@ import torch
 from gemm_rates import timed
 
 
+def torch_ops_dequant(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
+                      shape: torch.Size) -> torch.Tensor:
+    """NF4 dequantisation in torch ops, bitsandbytes' weights bit for bit: `code[4-bit index] * absmax` of its block
+    in float32 (high nibble first), rounded once to bf16."""
+    flat = packed.view(-1)
+    values = code[torch.stack([flat >> 4, flat & 15], dim=-1).view(-1)[:shape.numel()].int()]
+    return (values.view(-1, blocksize) * absmax.view(-1, 1)).to(torch.bfloat16).view(shape)
+
+
 def dequant_rows(n: int, k: int, device: torch.device, repeats: int) -> dict:
     import bitsandbytes.functional as bf
 
-    from firefly_train.nf4_linear import absmax_of, dequantize_nf4
+    from firefly_train.nf4_linear import absmax_of, nf4_weight
 
     w = torch.randn(n, k, device=device, dtype=torch.bfloat16)
     q, st = bf.quantize_4bit(w, quant_type="nf4", compress_statistics=True)
     shape, numel = st.shape, st.shape.numel()
     ref = bf.dequantize_4bit(q, st)
 
-    def compiled(for_backward: bool):
-        return torch.compile(lambda: dequantize_nf4(q, absmax_of(st), st.code, st.blocksize, shape, torch.bfloat16,
-                                                    for_backward=for_backward))
-
-    ways = {"bitsandbytes": lambda: bf.dequantize_4bit(q, st), "copy": w.clone}
-    if device.type == "cuda":
-        ways |= {"inductor": compiled(False), "inductor (backward's)": compiled(True)}
+    ways = {"bitsandbytes": lambda: bf.dequantize_4bit(q, st),
+            "nf4_weight": torch.compile(lambda: nf4_weight(q, absmax_of(st), st.blocksize, list(shape),
+                                                           torch.bfloat16, w)),
+            "inductor": torch.compile(lambda: torch_ops_dequant(q, absmax_of(st), st.code, st.blocksize, shape)),
+            "copy": w.clone}
     rows = {}
     for name, fn in ways.items():
         if name != "copy" and not torch.equal(fn().view(shape), ref):

@@ -191,8 +191,9 @@ def compile_layers(model, eager_dropout: bool, fp8_scaling: str) -> None:
     bench/NOTES.md). Every layer has the same code, so one compilation serves all (at the first step). A
     checkpointed layer's last base product (down_proj) runs outside its checkpoint, once (`last_product`).
 
-    NF4 base layers dequantise in torch ops (`nf4_linear`), so the compiled code launches that kernel itself
-    instead of calling bitsandbytes' Python op implementations, the CPU cost that kept the GPU waiting.
+    NF4 base layers dequantise from the compiled code (`nf4_linear`): the absmax in fused torch ops, the weight
+    in bitsandbytes' kernel as one op, instead of through bitsandbytes' Python layers, the CPU cost that kept the
+    GPU waiting.
 
     eager_dropout: the dropout masks come from PyTorch's eager kernel (inductor's `fallback_random`), so they are
     the ones an uncompiled run draws; inductor's own masks are drawn inside the fused kernels.

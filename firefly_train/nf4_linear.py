@@ -1,18 +1,17 @@
-"""NF4 linear layers that `torch.compile` can see into: the 4-bit base weight dequantised by torch ops.
+"""NF4 linear layers for compiled decoder layers: the 4-bit base weight dequantised from the compiled code.
 
 bitsandbytes' `Linear4bit` reaches its CUDA kernels through Python op implementations (absmax, weight, then
-`F.linear`), about 0.3 ms of CPU a call; a compiled 7B decoder layer spends most of its CPU time there, and a
-QLoRA step at micro-batch 8 waits on the CPU for a tenth of its time (bench/NOTES.md). Written as torch ops,
-the dequantisation compiles into one fused kernel launched from the layer's compiled code, with the same
-result bit for bit: each weight is `code[4-bit index] * absmax` of its block in float32, rounded once to the
-compute dtype, and a double-quantised absmax is `code2[8-bit index] * absmax2 + offset`, as bitsandbytes
-computes them.
+`F.linear`), about 0.3 ms of CPU a call; a compiled 7B decoder layer spent most of its CPU time there, and a
+QLoRA step at micro-batch 8 waited on the CPU for a tenth of its time (bench/NOTES.md). Here the double-quantised
+absmax (`code2[8-bit index] * absmax2 + offset`, as bitsandbytes computes it) is undone by torch ops, which the
+compiler fuses, and the weight comes from bitsandbytes' own dequantisation kernel, called from the compiled code
+as one opaque op (`nf4_weight`); inductor's code for the same dequantisation in torch ops ran at half its rate
+(bench/NOTES.md, seventeenth session). The weights are bitsandbytes' bit for bit.
 
 `install(model)` swaps the forward of every NF4 `Linear4bit` on the instance (the module, its parameters and
 saved checkpoints are unchanged). The product runs in an autograd Function that saves only the 4-bit weight
 and dequantises it again for the input gradient, as bitsandbytes does: a 16-bit copy of every weight is never
-kept. Eager code gains nothing from this (the torch ops are slower than bitsandbytes' kernel there), so
-firefly-train installs it only with `compile_layers`.
+kept. Eager code gains nothing from this, so firefly-train installs it only with `compile_layers`.
 
 With `fp8_scaling` (config `fp8_base_products`) the forward product runs in FP8 (`fp8_product`): the weight
 dequantised in float32 as above, then rounded to e4m3 with a scale per output row and the input with one per
@@ -27,35 +26,36 @@ import torch
 import torch.nn.functional as F
 
 
-def _per_block(values: torch.Tensor, scale: torch.Tensor, block: int, scale_first: bool = False) -> torch.Tensor:
-    """Flat `values` times the scale of their block of `block` values (the last block may be partial)."""
-    n = values.numel()
-    if n % block == 0:
-        values, scale = values.view(-1, block), scale.view(-1, 1)
-    else:
-        scale = scale.repeat_interleave(block)[:n]
-    return (scale * values if scale_first else values * scale).reshape(-1)
-
-
 def absmax_of(qs) -> torch.Tensor:
-    """The float32 absmax of each block, undoing double quantisation."""
+    """The float32 absmax of each block, undoing double quantisation: `code2[8-bit index] * absmax2 + offset`,
+    absmax2 that of each block of `state2.blocksize` indices. The last block may be partial and is padded (two other
+    ways to write it compile to wrong values in inductor 2.13's CPU code: the scales' `repeat_interleave(block)[:n]`,
+    and the offset added after slicing the padded product)."""
     if not qs.nested:
         return qs.absmax
-    return _per_block(qs.state2.code[qs.absmax.int()], qs.state2.absmax, qs.state2.blocksize) + qs.offset
+    values, block = qs.state2.code[qs.absmax.int()], qs.state2.blocksize
+    n = values.numel()
+    blocks = F.pad(values, (0, -n % block)).view(-1, block)
+    return (blocks * qs.state2.absmax.view(-1, 1) + qs.offset).reshape(-1)[:n]
 
 
-def dequantize_nf4(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
-                   shape: torch.Size, dtype: torch.dtype, for_backward: bool = False) -> torch.Tensor:
-    """The weight of `shape` in `dtype` from bitsandbytes' packed 4-bit indices (high nibble first).
+@torch.library.custom_op("firefly::nf4_weight", mutates_args=())
+def nf4_weight(packed: torch.Tensor, absmax: torch.Tensor, blocksize: int, shape: list[int], dtype: torch.dtype,
+               after: torch.Tensor) -> torch.Tensor:
+    """The weight of `shape` in `dtype` from bitsandbytes' packed 4-bit NF4 indices and the float32 absmax of each
+    block: bitsandbytes' own kernel (on the GPU twice the rate of inductor's code for the same torch ops,
+    bench/NOTES.md), to the compiler an opaque op.
 
-    `for_backward` takes the nibbles apart and scales them with other ops, to the same values bit for bit: the
-    backward's dequantisation must share no step with the forward's, or the compiler's common-subexpression
-    pass merges them and keeps that step's output (the 16-bit weight, or the unpacked indices) alive from the
-    forward to the backward."""
-    flat = packed.view(-1)
-    high, low = (flat // 16, flat % 16) if for_backward else (flat >> 4, flat & 15)
-    values = code[torch.stack([high, low], dim=-1).view(-1)[:shape.numel()].int()]
-    return _per_block(values, absmax, blocksize, scale_first=for_backward).to(dtype).view(shape)
+    `after` is not read; it orders the call after that tensor. The backward passes its incoming gradient, so its
+    call depends on the gradient: the compiler can then neither merge it with the forward's call nor run it in the
+    forward, and the 16-bit weight is never kept from the forward to the backward (an opaque op's output would
+    be kept rather than recomputed)."""
+    return torch.ops.bitsandbytes.dequantize_4bit(packed, absmax, blocksize, "nf4", shape, dtype)
+
+
+@nf4_weight.register_fake
+def _(packed, absmax, blocksize, shape, dtype, after):
+    return packed.new_empty(shape, dtype=dtype)
 
 
 FP8 = torch.float8_e4m3fn
@@ -71,12 +71,12 @@ def to_fp8(values: torch.Tensor, rowwise: bool) -> tuple[torch.Tensor, torch.Ten
     return (values / scale).to(FP8), scale
 
 
-def fp8_product(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
-                shape: torch.Size, rowwise: bool) -> torch.Tensor:
-    """x @ W^T with both operands in e4m3: W dequantised from NF4 in float32 (`dequantize_nf4`), then rounded
+def fp8_product(x: torch.Tensor, packed: torch.Tensor, absmax: torch.Tensor, blocksize: int, shape: list[int],
+                rowwise: bool) -> torch.Tensor:
+    """x @ W^T with both operands in e4m3: W dequantised from NF4 in float32 (`nf4_weight`), then rounded
     to e4m3 with a scale per output row and x with one per token row (rowwise: CUTLASS's kernels on Hopper), or
     each with one scale (cuBLAS's); `torch._scaled_mm` accumulates in float32 and returns x's dtype."""
-    weight, weight_scale = to_fp8(dequantize_nf4(packed, absmax, code, blocksize, shape, torch.float32), rowwise)
+    weight, weight_scale = to_fp8(nf4_weight(packed, absmax, blocksize, shape, torch.float32, x), rowwise)
     rows, row_scale = to_fp8(x.reshape(-1, shape[1]), rowwise)
     return scaled_mm(rows, row_scale, weight, weight_scale, x.dtype).view(*x.shape[:-1], shape[0])
 
@@ -89,24 +89,23 @@ def scaled_mm(rows: torch.Tensor, row_scale: torch.Tensor, weight: torch.Tensor,
 
 def _gradients(ctx, grad) -> tuple:
     """The input's and the bias's gradients (W dequantised again, in grad's dtype), None for the other inputs."""
-    packed, absmax, code = ctx.saved_tensors
+    packed, absmax = ctx.saved_tensors
     grad_x = grad_bias = None
     if ctx.needs_input_grad[0]:
-        weight = dequantize_nf4(packed, absmax, code, ctx.blocksize, ctx.shape, grad.dtype, for_backward=True)
-        grad_x = grad @ weight
-    if ctx.needs_input_grad[6]:
+        grad_x = grad @ nf4_weight(packed, absmax, ctx.blocksize, ctx.shape, grad.dtype, grad)
+    if ctx.needs_input_grad[5]:
         grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32).to(grad.dtype)
-    return grad_x, None, None, None, None, None, grad_bias
+    return grad_x, None, None, None, None, grad_bias
 
 
 class _NF4Matmul(torch.autograd.Function):
     """x @ W^T + bias for a frozen NF4 weight W; the backward dequantises W again (nothing 16-bit is saved)."""
 
     @staticmethod
-    def forward(ctx, x, packed, absmax, code, blocksize, shape, bias):
-        ctx.save_for_backward(packed, absmax, code)
+    def forward(ctx, x, packed, absmax, blocksize, shape, bias):
+        ctx.save_for_backward(packed, absmax)
         ctx.blocksize, ctx.shape = blocksize, shape
-        return F.linear(x, dequantize_nf4(packed, absmax, code, blocksize, shape, x.dtype), bias)
+        return F.linear(x, nf4_weight(packed, absmax, blocksize, shape, x.dtype, x), bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -117,10 +116,10 @@ class _NF4MatmulFP8(torch.autograd.Function):
     """The forward product in FP8 (`fp8_product`); the backward as `_NF4Matmul`'s, in the compute dtype."""
 
     @staticmethod
-    def forward(ctx, x, packed, absmax, code, blocksize, shape, bias, rowwise):
-        ctx.save_for_backward(packed, absmax, code)
+    def forward(ctx, x, packed, absmax, blocksize, shape, bias, rowwise):
+        ctx.save_for_backward(packed, absmax)
         ctx.blocksize, ctx.shape = blocksize, shape
-        out = fp8_product(x, packed, absmax, code, blocksize, shape, rowwise)
+        out = fp8_product(x, packed, absmax, blocksize, shape, rowwise)
         return out if bias is None else out + bias
 
     @staticmethod
@@ -134,7 +133,7 @@ def _forward(self, x: torch.Tensor) -> torch.Tensor:
     if self.compute_dtype is not None:  # bitsandbytes computes in it and dequantises to it
         x = x.to(self.compute_dtype)
     bias = None if self.bias is None else self.bias.to(x.dtype)
-    args = (x, self.weight, absmax_of(qs), qs.code, qs.blocksize, qs.shape, bias)
+    args = (x, self.weight, absmax_of(qs), qs.blocksize, list(qs.shape), bias)
     if self._fp8_scaling == "none":
         return _NF4Matmul.apply(*args).to(dtype)
     return _NF4MatmulFP8.apply(*args, self._fp8_scaling == "rowwise").to(dtype)

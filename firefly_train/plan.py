@@ -59,12 +59,12 @@ def _layer_bytes_a_token(cfg, h: int, h_kv: int, i: int, act_bytes: int) -> int:
     """What a layer out of checkpointing keeps for its backward, a token. Compiled with the fused LoRA path
     (`compile_layers`, `lora.fuse_shared_inputs`), as counted in bench/NOTES.md (sixteenth session): its input,
     q, k and v after RoPE, the attention output, the residual after attention, gate and up, and for the LoRA
-    dropouts their 1-byte masks (without dropout: the LoRA products' inputs instead). Otherwise the eager estimate
-    of the module docstring."""
+    dropouts their masks, a bit an element (without dropout: the LoRA products' inputs instead). Otherwise the
+    eager estimate of the module docstring."""
     if cfg.mode == "full" or not (cfg.compile_layers and cfg.lora.fuse_shared_inputs):
         return (10 * h + 2 * h_kv + 5 * i) * act_bytes
     kept = (4 * h + 2 * h_kv + 2 * i) * act_bytes
-    return kept + (3 * h + i if cfg.lora.dropout > 0 else (2 * h + i) * act_bytes)
+    return kept + ((3 * h + i) // 8 if cfg.lora.dropout > 0 else (2 * h + i) * act_bytes)
 
 
 def plan(cfg, vocab_size: int | None = None) -> dict:

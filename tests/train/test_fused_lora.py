@@ -1,6 +1,7 @@
 """The fused LoRA path: with dropout 0 the same losses and gradients as peft's own forward (q/k/v and gate/up
 share one down-projection, every branch added in one addmm); with dropout, one mask per shared input; the saved
 adapter is peft's."""
+import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
@@ -50,9 +51,11 @@ def test_one_dropout_mask_per_shared_input(tiny_llama, monkeypatch):
         return calls
 
     assert len(dropout_calls(_lora(tiny_llama, dropout=0.1))) == 2 * 7
+    from firefly_train import fused_lora
+
     masks = []
-    draw = torch.rand_like
-    monkeypatch.setattr(torch, "rand_like", lambda t, *a, **k: masks.append(t.shape) or draw(t, *a, **k))
+    draw = fused_lora.keep_bits
+    monkeypatch.setattr(fused_lora, "keep_bits", lambda x, drop: masks.append(x.shape) or draw(x, drop))
     fused = _lora(tiny_llama, dropout=0.1)
     fuse_shared_inputs(fused)
     assert not dropout_calls(fused)  # the masks are drawn as such, not by peft's dropout modules
@@ -63,15 +66,16 @@ def test_one_dropout_mask_per_shared_input(tiny_llama, monkeypatch):
 
 
 def test_dropped_down_projection_has_the_gradients_of_dropout_then_linear():
-    """`_DroppedDown` rebuilds dropout(x) in the backward from x and the mask: the same output and gradients as
-    `F.linear(x * mask / (1 - p), A)` through autograd with that mask, bit for bit (bf16, as under autocast)."""
-    from firefly_train.fused_lora import _DroppedDown
+    """`_DroppedDown` rebuilds dropout(x) in the backward from x and the packed mask: the same output and gradients
+    as `F.linear(x * mask / (1 - p), A)` through autograd with that mask, bit for bit (bf16, as under autocast)."""
+    from firefly_train.fused_lora import MASK_RESOLUTION, _DroppedDown, keep_bits, unpack_bits
 
     x = torch.randn(2, 8, 32, dtype=torch.bfloat16, requires_grad=True)
     a = torch.randn(12, 32, requires_grad=True)
     grad = torch.randn(2, 8, 12, dtype=torch.bfloat16)
-    keep = torch.rand_like(x) >= 0.25
-    out = _DroppedDown.apply(x, keep, a, 1 / 0.75)
+    packed = keep_bits(x, MASK_RESOLUTION // 4)
+    keep = unpack_bits(packed).bool()
+    out = _DroppedDown.apply(x, packed, a, 1 / 0.75)
     out.backward(grad)
     x2, a2 = x.detach().clone().requires_grad_(), a.detach().clone().requires_grad_()
     want = torch.nn.functional.linear(x2 * keep * (1 / 0.75), a2.to(torch.bfloat16))
@@ -82,7 +86,7 @@ def test_dropped_down_projection_has_the_gradients_of_dropout_then_linear():
 
 
 def test_a_compiled_layer_keeps_only_the_masks_for_its_dropout(qlora):
-    """What dropout adds to a kept compiled layer's saved tensors is its masks, one byte an element: the dropped
+    """What dropout adds to a kept compiled layer's saved tensors is its masks, one bit an element: the dropped
     inputs are rebuilt in the backward, not kept (nn.Dropout's kernel output was kept beside the input). Without
     dropout the layer keeps the inputs of the LoRA products instead (the compiler never recomputes a product's
     input), so with it the rest is smaller."""
@@ -96,7 +100,7 @@ def test_a_compiled_layer_keeps_only_the_masks_for_its_dropout(qlora):
             layer.register_forward_hook(lambda *a: inside.__setitem__(0, False))
 
         def pack(t):
-            if inside[0] and t.dim() > 1 and t.shape[-2] == 16:  # per-token tensors (16 tokens)
+            if inside[0] and t.dim() > 1 and 16 in t.shape[:-1]:  # per-token tensors (16 tokens)
                 saved[t.untyped_storage().data_ptr()] = (t.untyped_storage().nbytes(), t.dtype)
             return t
 
@@ -104,10 +108,11 @@ def test_a_compiled_layer_keeps_only_the_masks_for_its_dropout(qlora):
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
                 torch.autocast("cpu", dtype=torch.bfloat16):
             model(input_ids=ids, labels=ids).loss.backward()
-        return sum(n for n, d in saved.values() if d != torch.bool), sum(n for n, d in saved.values() if d == torch.bool)
+        return (sum(n for n, d in saved.values() if d != torch.uint8),
+                sum(n for n, d in saved.values() if d == torch.uint8))
 
     cfg = qlora().config
-    masks = 2 * 16 * (3 * cfg.hidden_size + cfg.intermediate_size)  # 2 layers, 16 tokens, 4 dropout sites a layer
+    masks = 2 * 16 * (3 * cfg.hidden_size + cfg.intermediate_size) // 8  # 2 layers, 16 tokens, 4 dropout sites a layer
     (with_dropout, mask_bytes), (without, no_masks) = saved_bytes(0.1), saved_bytes(0.0)
     assert (mask_bytes, no_masks) == (masks, 0) and with_dropout < without
 
@@ -145,3 +150,36 @@ def test_config_key_fuses_the_qlora_model_with_the_same_loss(tiny_llama):
         assert (getattr(q, "_fused_group", None) is not None) == fused
         losses.append(_loss_and_grads(model)[0])
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=1e-6)
+
+
+def test_the_masks_drop_their_share_and_unpack_the_same_both_ways():
+    """`keep_bits` packs bit j of byte i as element 8i + j, from the two 12-bit fields of each uniform float32 value
+    times 2**24 (low first); both unpackings give the same mask, and about the share asked is dropped."""
+    from firefly_train.fused_lora import MASK_RESOLUTION, keep_bits, unpack_bits
+
+    torch.manual_seed(0)
+    drawn = (torch.rand(1, 2, 4) * (1 << 24)).to(torch.int32)
+    torch.manual_seed(0)
+    packed = keep_bits(torch.zeros(1, 16), MASK_RESOLUTION // 2)
+    fields = [f for v in drawn.flatten().tolist() for f in (v & 0xFFF, v >> 12)]
+    assert unpack_bits(packed).tolist() == [[int(f >= MASK_RESOLUTION // 2) for f in fields]]
+    packed = keep_bits(torch.zeros(64, 4096), round(0.05 * MASK_RESOLUTION))
+    assert packed.shape == (64, 512) and packed.dtype == torch.uint8
+    keep = unpack_bits(packed)
+    assert torch.equal(keep, unpack_bits(packed, for_backward=True))
+    assert abs(1 - keep.float().mean().item() - 0.05) < 0.002  # 262,144 draws: 5 standard deviations
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_masks_drop_their_share_and_compile_to_the_eager_draw():
+    """On a GPU (CUDA's randint, 32 bits a value): about the share asked is dropped, and compiled with
+    `fallback_random` the mask is the eager one for the same seed."""
+    from firefly_train.fused_lora import MASK_RESOLUTION, keep_bits, unpack_bits
+
+    x, drop = torch.zeros(8192, 5120, device="cuda"), round(0.05 * MASK_RESOLUTION)
+    torch.manual_seed(0)
+    eager = keep_bits(x, drop)
+    torch.manual_seed(0)
+    compiled = torch.compile(keep_bits, options={"fallback_random": True})(x, drop)
+    assert torch.equal(compiled, eager)
+    assert abs(1 - unpack_bits(eager).float().mean().item() - drop / MASK_RESOLUTION) < 1e-4  # 42 M draws

@@ -1,6 +1,6 @@
-"""nf4_linear: bitsandbytes' NF4 dequantisation written as torch ops gives the same weights bit for bit, the same
-outputs and input gradients as `Linear4bit`, compiles without a graph break, and keeps no 16-bit weight for the
-backward."""
+"""nf4_linear: bitsandbytes' NF4 dequantisation behind an op of ours (the double-quantised absmax undone by torch
+ops) gives the same weights bit for bit, the same outputs and input gradients as `Linear4bit`, compiles without a
+graph break, and keeps no 16-bit weight for the backward."""
 import pytest
 import torch
 
@@ -17,10 +17,8 @@ def test_dequantised_weights_are_bitsandbytes_bit_for_bit(shape, nested, dtype):
     w = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
     packed, qs = BF.quantize_4bit(w, blocksize=64, compress_statistics=nested, quant_type="nf4")
     want = BF.dequantize_4bit(packed, qs)
-    for for_backward in (False, True):
-        got = nf4_linear.dequantize_nf4(packed, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, dtype,
-                                        for_backward=for_backward)
-        assert got.dtype == want.dtype and torch.equal(got, want)
+    got = nf4_linear.nf4_weight(packed, nf4_linear.absmax_of(qs), qs.blocksize, list(qs.shape), dtype, w)
+    assert got.dtype == want.dtype and torch.equal(got, want)
 
 
 def _linear(bias: bool):
@@ -52,8 +50,8 @@ def test_output_and_input_gradient_equal_linear4bit(bias):
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_the_backward_keeps_only_the_4bit_weight(compiled):
-    """Compiled, the forward's and the backward's dequantisations must not be merged: the compiler would keep the
-    16-bit weight (or the unpacked indices) for the backward, 0.38 GiB a 7B layer not recomputed."""
+    """Compiled, the backward's dequantisation must run in the backward: merged with the forward's, or moved into
+    the forward, its 16-bit weight would be kept for the backward, 0.38 GiB a 7B layer not recomputed."""
     layer = _linear(False)
     nf4_linear.install(torch.nn.ModuleList([layer]))
     forward = torch.compile(layer) if compiled else layer
@@ -62,7 +60,7 @@ def test_the_backward_keeps_only_the_4bit_weight(compiled):
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         forward(x).sum().backward()
-    assert saved and all(t.dtype in (torch.uint8, torch.float32) for t in saved)  # packed weight, absmax, code
+    assert saved and all(t.dtype in (torch.uint8, torch.float32) for t in saved)  # packed weight, absmax
     packed = 96 * 256 // 2
     assert sum(t.numel() * t.element_size() for t in saved) < packed * 1.5  # the packed weight, absmax: no copy
 
@@ -88,16 +86,17 @@ def test_compiles_without_graph_break():
 
 @pytest.mark.gpu
 def test_on_cuda_compiled_dequantisation_and_product_equal_bitsandbytes():
-    """On a GPU: bitsandbytes' CUDA kernels against the compiled torch ops (a Triton kernel), a 7B-sized layer."""
+    """On a GPU: bitsandbytes' own dequantisation and product against the compiled op (the absmax undone in a Triton
+    kernel), a 7B-sized layer."""
     w = torch.randn(11008, 4096, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(4))
     packed, qs = BF.quantize_4bit(w, blocksize=64, compress_statistics=True, quant_type="nf4")
     want = BF.dequantize_4bit(packed, qs)
-    dequantize = torch.compile(nf4_linear.dequantize_nf4)
-    got = dequantize(packed, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, torch.bfloat16)
-    assert torch.equal(got, want)
+    dequantize = torch.compile(lambda: nf4_linear.nf4_weight(packed, nf4_linear.absmax_of(qs), qs.blocksize,
+                                                             list(qs.shape), torch.bfloat16, w))
+    assert torch.equal(dequantize(), want)
     x = torch.randn(2048, 4096, device="cuda", dtype=torch.bfloat16)
-    product = torch.compile(lambda x: nf4_linear._NF4Matmul.apply(x, packed, nf4_linear.absmax_of(qs), qs.code,
-                                                                  qs.blocksize, qs.shape, None))
+    product = torch.compile(lambda x: nf4_linear._NF4Matmul.apply(x, packed, nf4_linear.absmax_of(qs), qs.blocksize,
+                                                                  list(qs.shape), None))
     torch.testing.assert_close(product(x), bnb.matmul_4bit(x, packed, quant_state=qs), rtol=0, atol=0)
 
 
@@ -118,10 +117,9 @@ def test_fp8_product_is_the_float32_product_of_the_rounded_operands(rowwise):
     layer = _linear(False)
     qs = layer.weight.quant_state
     x = torch.randn(2, 7, 256, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(5))
-    got = nf4_linear.fp8_product(x, layer.weight, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape,
-                                 rowwise)
-    weight = nf4_linear.dequantize_nf4(layer.weight, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape,
-                                       torch.float32)
+    absmax = nf4_linear.absmax_of(qs)
+    got = nf4_linear.fp8_product(x, layer.weight, absmax, qs.blocksize, list(qs.shape), rowwise)
+    weight = nf4_linear.nf4_weight(layer.weight, absmax, qs.blocksize, list(qs.shape), torch.float32, x)
     w8, w_scale = nf4_linear.to_fp8(weight, rowwise)
     x8, x_scale = nf4_linear.to_fp8(x.reshape(-1, 256), rowwise)
     peaks = w8.float().abs().amax(dim=1)
@@ -182,7 +180,7 @@ def test_on_cuda_the_compiled_fp8_product_is_within_its_rounding():
         pytest.skip("no FP8 units on this GPU")
     w = torch.randn(11008, 4096, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(7))
     packed, qs = BF.quantize_4bit(w, blocksize=64, compress_statistics=True, quant_type="nf4")
-    args = (packed, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, None)
+    args = (packed, nf4_linear.absmax_of(qs), qs.blocksize, list(qs.shape), None)
     x = torch.randn(2048, 4096, device="cuda", dtype=torch.bfloat16)
     want = nf4_linear._NF4Matmul.apply(x, *args)
     for rowwise in (True, False):
