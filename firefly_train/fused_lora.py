@@ -5,10 +5,10 @@ compiled code the add goes into the next fused kernel instead.
 
 The parameters, their names and the saved adapter are peft's own: only the forward of each peft LoRA layer is
 replaced, on the instance, so checkpoints stay PEFT files and `merge_and_unload` works as before. What changes
-is the randomness: peft draws one dropout mask per module, this draws one per shared input (with dropout 0 the
-two are the same computation up to summation order). The backward rebuilds each dropped input from its mask, kept
-as bits (`keep_bits`), instead of keeping it (`_DroppedDown`): a kept compiled 13B layer holds 0.92 GiB for its
-backward instead of 1.56.
+is the randomness: peft draws one dropout mask per module, this draws one per shared input, with the drop
+probability resolved to 1/4,096 (with dropout 0 the two are the same computation up to summation order). The
+backward rebuilds each dropped input from its mask, kept as bits (`keep_bits`), instead of keeping it
+(`_DroppedDown`): a kept compiled 13B layer holds about 0.9 GiB for its backward instead of 1.56 (bench/NOTES.md).
 
 A group is used only when its members are plain LoRA layers of one adapter with the same rank and dropout, and
 only for a call whose input is the very tensor the group's first member saw; anything else (a merged or
@@ -47,17 +47,18 @@ class SharedDown:
         return down
 
 
+MASK_RESOLUTION = 1 << 12  # a dropout probability p drops round(p * 4,096) of every 4,096 values
+
+
 def down_projection(dropout, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """`F.linear(dropout(x), a)` for peft's LoRA dropout module. An `nn.Dropout` in training over a last dimension
-    divisible by 8 draws its mask with `keep_bits` and runs in `_DroppedDown`."""
-    if not (isinstance(dropout, torch.nn.Dropout) and dropout.training and 0 < dropout.p < 1
-            and x.shape[-1] % 8 == 0):
-        return F.linear(dropout(x), a)
-    drop = round(dropout.p * MASK_RESOLUTION)
-    return _DroppedDown.apply(x, keep_bits(x, drop), a, MASK_RESOLUTION / (MASK_RESOLUTION - drop))
-
-
-MASK_RESOLUTION = 1 << 12  # a dropout probability p drops round(p * 4,096) of every 4,096 values
+    divisible by 8, whose p drops between 1 and 4,095 in `MASK_RESOLUTION`, draws its mask with `keep_bits` and
+    runs in `_DroppedDown`."""
+    if isinstance(dropout, torch.nn.Dropout) and dropout.training and x.shape[-1] % 8 == 0:
+        drop = round(dropout.p * MASK_RESOLUTION)
+        if 0 < drop < MASK_RESOLUTION:
+            return _DroppedDown.apply(x, keep_bits(x, drop), a, MASK_RESOLUTION / (MASK_RESOLUTION - drop))
+    return F.linear(dropout(x), a)
 
 
 def keep_bits(x: torch.Tensor, drop: int) -> torch.Tensor:
