@@ -26,3 +26,5 @@ BUDGET=330 bash bench/gpu_call.sh \
 # Call 5 (warm): the 13B pair again, another lease's baseline
 SHAPE=configs/shapes/llama2-13b.json MODEL=/tmp/m13 BUDGET=420 bash bench/gpu_call.sh \
   "$T13 --steps 50 --json \$OUT/t13_k13_50_repeat.json -- --uncheckpointed_layers 13"
+# Call 6 (cold) at ddbacb9: the GPU tests of the masks and the NF4 op on the code as committed (3 passed)
+source .carry/activate; python3 -m pytest -q -p no:cacheprovider -m gpu tests/train/test_fused_lora.py tests/train/test_nf4_linear.py
