@@ -268,12 +268,12 @@ def test_fp8_loss_bench_emulates_scaled_mm_up_to_the_order_of_float32_sums(rowwi
     layer.weight = weight
     layer = layer.to("cpu")
     qs = layer.weight.quant_state
-    args = (layer.weight, nf4_linear.absmax_of(qs), qs.code, qs.blocksize, qs.shape, rowwise)
+    args = (layer.weight, nf4_linear.absmax_of(qs), qs.blocksize, list(qs.shape), rowwise)
     x = torch.randn(3, 10, 256, dtype=torch.bfloat16)
     want = nf4_linear.fp8_product(x, *args)
     monkeypatch.setattr(nf4_linear, "scaled_mm", fp8_loss.emulated_scaled_mm)
     got = nf4_linear.fp8_product(x, *args)
     assert got.shape == want.shape == (3, 10, 96) and got.dtype == want.dtype
     torch.testing.assert_close(got.float(), want.float(), rtol=2 ** -7, atol=1e-3)  # one bf16 rounding apart
-    bf16 = x @ nf4_linear.dequantize_nf4(layer.weight, *args[1:5], torch.bfloat16).t()
+    bf16 = x @ nf4_linear.nf4_weight(*args[:4], torch.bfloat16, x).t()
     assert (got.float() - bf16.float()).norm() / bf16.float().norm() > 0.01  # and really FP8, not the bf16 product
