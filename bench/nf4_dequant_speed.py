@@ -29,10 +29,10 @@ from gemm_rates import timed
 def torch_ops_dequant(packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
                       shape: torch.Size) -> torch.Tensor:
     """NF4 dequantisation in torch ops, bitsandbytes' weights bit for bit: `code[4-bit index] * absmax` of its block
-    in float32 (high nibble first), rounded once to bf16."""
+    in float32 (high nibble first), rounded once to bf16 (whole blocks; `absmax` may be padded, as `absmax_of`'s)."""
     flat = packed.view(-1)
-    values = code[torch.stack([flat >> 4, flat & 15], dim=-1).view(-1)[:shape.numel()].int()]
-    return (values.view(-1, blocksize) * absmax.view(-1, 1)).to(torch.bfloat16).view(shape)
+    values = code[torch.stack([flat >> 4, flat & 15], dim=-1).view(-1)[:shape.numel()].int()].view(-1, blocksize)
+    return (values * absmax[:values.shape[0]].view(-1, 1)).to(torch.bfloat16).view(shape)
 
 
 def dequant_rows(n: int, k: int, device: torch.device, repeats: int) -> dict:

@@ -20,6 +20,7 @@ backward is the same as without it.
 """
 from __future__ import annotations
 
+import math
 import types
 
 import torch
@@ -28,15 +29,15 @@ import torch.nn.functional as F
 
 def absmax_of(qs) -> torch.Tensor:
     """The float32 absmax of each block, undoing double quantisation: `code2[8-bit index] * absmax2 + offset`,
-    absmax2 that of each block of `state2.blocksize` indices. The last block may be partial and is padded (two other
-    ways to write it compile to wrong values in inductor 2.13's CPU code: the scales' `repeat_interleave(block)[:n]`,
-    and the offset added after slicing the padded product)."""
+    absmax2 that of each block of `state2.blocksize` indices. A partial last block is padded and the padding kept
+    (`nf4_weight` reads only the blocks it needs): sliced off in compiled code, inductor 2.13's CPU kernel wrote
+    only the first block of 256 values and fed the rest to bitsandbytes' kernel unwritten (as did the scales'
+    `repeat_interleave(block)[:n]`)."""
     if not qs.nested:
         return qs.absmax
     values, block = qs.state2.code[qs.absmax.int()], qs.state2.blocksize
-    n = values.numel()
-    blocks = F.pad(values, (0, -n % block)).view(-1, block)
-    return (blocks * qs.state2.absmax.view(-1, 1) + qs.offset).reshape(-1)[:n]
+    blocks = F.pad(values, (0, -values.numel() % block)).view(-1, block)
+    return (blocks * qs.state2.absmax.view(-1, 1) + qs.offset).reshape(-1)
 
 
 @torch.library.custom_op("firefly::nf4_weight", mutates_args=())
@@ -49,8 +50,9 @@ def nf4_weight(packed: torch.Tensor, absmax: torch.Tensor, blocksize: int, shape
     `after` is not read; it orders the call after that tensor. The backward passes its incoming gradient, so its
     call depends on the gradient: the compiler can then neither merge it with the forward's call nor run it in the
     forward, and the 16-bit weight is never kept from the forward to the backward (an opaque op's output would
-    be kept rather than recomputed)."""
-    return torch.ops.bitsandbytes.dequantize_4bit(packed, absmax, blocksize, "nf4", shape, dtype)
+    be kept rather than recomputed). `absmax` may be longer than the weight's blocks (`absmax_of`)."""
+    blocks = -(-math.prod(shape) // blocksize)
+    return torch.ops.bitsandbytes.dequantize_4bit(packed, absmax[:blocks], blocksize, "nf4", shape, dtype)
 
 
 @nf4_weight.register_fake

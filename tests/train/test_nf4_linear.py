@@ -21,6 +21,20 @@ def test_dequantised_weights_are_bitsandbytes_bit_for_bit(shape, nested, dtype):
     assert got.dtype == want.dtype and torch.equal(got, want)
 
 
+@pytest.mark.parametrize("shape", [(96, 256), (576, 576), (192, 576), (1536, 576)])  # SmolLM2's have partial blocks
+def test_compiled_dequantisation_is_bitsandbytes_bit_for_bit(shape):
+    """Compiled without autograd, the absmax is a buffer that only bitsandbytes' kernel reads: the whole of it must
+    be written (sliced, inductor 2.13's CPU code wrote its first 256 values only; SmolLM2 then lost its weights)."""
+    import torch._dynamo
+
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    packed, qs = BF.quantize_4bit(w, blocksize=64, compress_statistics=True, quant_type="nf4")
+    torch._dynamo.reset()
+    got = torch.compile(lambda: nf4_linear.nf4_weight(packed, nf4_linear.absmax_of(qs), qs.blocksize, list(qs.shape),
+                                                      torch.bfloat16, w))()
+    assert torch.equal(got, BF.dequantize_4bit(packed, qs))
+
+
 def _linear(bias: bool):
     torch.manual_seed(1)
     layer = bnb.nn.Linear4bit(256, 96, bias=bias, compute_dtype=torch.bfloat16, quant_type="nf4",
