@@ -172,8 +172,8 @@ def test_the_masks_drop_their_share_and_unpack_the_same_both_ways():
 
 @pytest.mark.gpu
 def test_on_cuda_the_masks_drop_their_share_and_compile_to_the_eager_draw():
-    """On a GPU (CUDA's randint, 32 bits a value): about the share asked is dropped, and compiled with
-    `fallback_random` the mask is the eager one for the same seed."""
+    """On a GPU (CUDA's float32 `rand`): about the share asked is dropped, and compiled with `fallback_random` the
+    mask is the eager one for the same seed."""
     from firefly_train.fused_lora import MASK_RESOLUTION, keep_bits, unpack_bits
 
     x, drop = torch.zeros(8192, 5120, device="cuda"), round(0.05 * MASK_RESOLUTION)
