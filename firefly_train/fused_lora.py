@@ -16,10 +16,16 @@ disabled adapter, mixed-adapter batches, DoRA) falls back to peft's own forward.
 """
 from __future__ import annotations
 
+import importlib.util
 import types
 
 import torch
 import torch.nn.functional as F
+
+if importlib.util.find_spec("triton") is not None:  # PyTorch's CUDA wheels bring it
+    from firefly_train import mask_kernel  # registers torch.ops.firefly.keep_bits, the GPU's masks
+else:
+    mask_kernel = None
 
 # Projections that read one input in the decoder layers of Llama, Mistral, Qwen 2/3, Falcon-style MLPs, ...
 SHARED_INPUTS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
@@ -63,16 +69,25 @@ def down_projection(dropout, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 def keep_bits(x: torch.Tensor, drop: int) -> torch.Tensor:
     """The keep mask of a dropout over `x` that drops `drop` in `MASK_RESOLUTION`, packed 8 elements a byte (bit j
-    of byte i along the last dimension is element 8i + j); x's last dimension is divisible by 8.
+    of byte i along the last dimension is element 8i + j); x's last dimension is divisible by 8. The packed mask is
+    what a kept layer keeps for its backward, an eighth of a bool mask.
 
-    Each element takes 12 random bits: a float32 `rand` value is one of 2**24 equally likely multiples of 2**-24
-    (from 32 random bits), so `rand * 2**24` gives two 12-bit fields. `rand_like` in x's dtype spends 32 random bits
-    on every element, and the draw is what the mask costs: on an H200 a 13B MLP input's mask draws in 0.093 ms
-    this way against 0.190 (bench/NOTES.md, seventeenth session). Not drawn with `randint` (a 64-bit modulo per
-    value: 0.356 ms) nor in place (`empty(...).random_()`, `bernoulli_`): inductor 2.13 ordered fused kernels
-    reading such a tensor before the eager call that fills it, with compile_eager_dropout. The packed mask is what a
-    kept layer keeps for its backward, an eighth of a bool mask."""
-    drawn = (torch.rand((*x.shape[:-1], x.shape[-1] // 8, 4), device=x.device) * (1 << 24)).to(torch.int32)
+    On a GPU one Triton kernel draws and packs it (`mask_kernel`: Philox keyed by one int64 from PyTorch's
+    generator), elsewhere `rand_keep_bits`. Nothing here is drawn in place (`empty(...).random_()`, `bernoulli_`):
+    inductor 2.13 ordered fused kernels reading such a tensor before the eager call that fills it, with
+    compile_eager_dropout (bench/NOTES.md)."""
+    shape = [*x.shape[:-1], x.shape[-1] // 8]
+    if x.is_cuda and mask_kernel is not None:
+        return torch.ops.firefly.keep_bits(torch.randint(1 << 62, (1,), device=x.device), shape, drop)
+    return rand_keep_bits(shape, drop, x.device)
+
+
+def rand_keep_bits(shape: list[int], drop: int, device: torch.device) -> torch.Tensor:
+    """`keep_bits`' packed mask of `shape` bytes from float32 `rand`, in torch ops. Each element takes 12 random
+    bits: a float32 `rand` value is one of 2**24 equally likely multiples of 2**-24 (from 32 random bits), so
+    `rand * 2**24` gives two 12-bit fields. Not `randint` over a range: a 64-bit modulo per value, 0.356 ms against
+    `rand`'s 0.093 for a 13B MLP input on an H200 (bench/NOTES.md)."""
+    drawn = (torch.rand((*shape, 4), device=device) * (1 << 24)).to(torch.int32)
     packed = None
     for j in range(8):
         field = drawn[..., j // 2] >> 12 if j % 2 else drawn[..., j // 2] & 0xFFF

@@ -167,6 +167,19 @@ def test_dropout_speed_times_each_way_and_eager_masks_are_the_uncompiled_ones(tm
             assert 0.25 < rows[name]["dropped_share"] < 0.35, name
 
 
+def test_mask_draw_speed_times_each_way_and_each_drops_about_p(tmp_path):
+    report = tmp_path / "masks.json"
+    out = _run("bench/mask_draw_speed.py", "--tokens", 64, "--widths", 96, 32, "--p", 0.3, "--iters", 1,
+               "--json", report)
+    assert "resolved to 1229/4096" in out
+    widths = json.loads(report.read_text())["widths"]
+    assert set(widths) == {"96", "32"}
+    for rows in widths.values():  # the CPU has no mask_kernel row
+        assert set(rows) == {"rand + compiled pack", "rand + pack, uncompiled", "bf16 rand_like (nn.Dropout's draw)"}
+        for name in ("rand + compiled pack", "rand + pack, uncompiled"):
+            assert rows[name]["ms"] > 0 and 0.25 < rows[name]["dropped_share"] < 0.35, name
+
+
 def test_gpu_call_builds_the_model_then_runs_each_command_within_the_budget(tmp_path):
     """bench/gpu_call.sh with a tiny shape and no carry: the seeded model is built, each command runs in order
     with its exit status logged, and a command still running when the budget is spent is stopped (124)."""

@@ -172,8 +172,9 @@ def test_the_masks_drop_their_share_and_unpack_the_same_both_ways():
 
 @pytest.mark.gpu
 def test_on_cuda_the_masks_drop_their_share_and_compile_to_the_eager_draw():
-    """On a GPU (CUDA's float32 `rand`): about the share asked is dropped, and compiled with `fallback_random` the
-    mask is the eager one for the same seed."""
+    """On a GPU (`mask_kernel`'s Philox): about the share asked is dropped; compiled with `fallback_random` the mask
+    is the eager one for the same generator state, and with inductor's own random seed the same state gives the same
+    mask again (what a checkpointed layer's recompute needs)."""
     from firefly_train.fused_lora import MASK_RESOLUTION, keep_bits, unpack_bits
 
     x, drop = torch.zeros(8192, 5120, device="cuda"), round(0.05 * MASK_RESOLUTION)
@@ -182,4 +183,9 @@ def test_on_cuda_the_masks_drop_their_share_and_compile_to_the_eager_draw():
     torch.manual_seed(0)
     compiled = torch.compile(keep_bits, options={"fallback_random": True})(x, drop)
     assert torch.equal(compiled, eager)
+    inductor_seed = torch.compile(keep_bits, options={"fallback_random": False})
+    torch.manual_seed(1)
+    first = inductor_seed(x, drop)
+    torch.manual_seed(1)
+    assert torch.equal(inductor_seed(x, drop), first) and not torch.equal(first, eager)
     assert abs(1 - unpack_bits(eager).float().mean().item() - drop / MASK_RESOLUTION) < 1e-4  # 42 M draws
