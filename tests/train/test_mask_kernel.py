@@ -62,6 +62,8 @@ def test_the_kernel_gives_the_reference_bits_in_the_interpreter():
 
 @pytest.mark.gpu
 def test_on_cuda_the_op_gives_the_reference_bits():
+    from firefly_train import mask_kernel  # noqa: F401  registers the op
+
     seed, shape, drop = 0x0123456789ABCDEF, [8192, 1728], 205  # a 13B MLP input's mask: 13,824 / 8 bytes a token
     got = torch.ops.firefly.keep_bits(torch.tensor([seed], device="cuda"), shape, drop)
     assert np.array_equal(got.view(-1).cpu().numpy(), expected_bytes(seed, got.numel(), drop))
