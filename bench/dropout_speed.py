@@ -8,6 +8,11 @@ element and keeps one of its four words; the eager kernel keeps all four but add
 writes a mask. Which costs less is what this measures.
 Each width is one LoRA input (13B: 13,824 for down_proj, 5,120 for the others; 7B: 11,008 and 4,096).
 
+A second table times the packed keep masks of `lora.fuse_shared_inputs` (`fused_lora.keep_bits`), drawn alone:
+float32 `rand` then a compiled packing kernel (`rand_keep_bits` with fallback_random, the seventeenth session's
+GPU path and the CPU's now), the same uncompiled, on a GPU `mask_kernel`'s one Triton kernel (Philox, packed as
+drawn), and a bf16 `rand_like` (nn.Dropout's draw, unpacked) for scale.
+
     python bench/dropout_speed.py --tokens 8192 --widths 13824 5120 --json dropout.json
 """
 from __future__ import annotations
@@ -20,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from step_attention_speed import time_ms
+
+from firefly_train.fused_lora import MASK_RESOLUTION, mask_kernel, rand_keep_bits, unpack_bits
 
 
 def mlp_input(p: float):
@@ -49,6 +56,40 @@ def inductor_draws_4x() -> bool | None:
     except ImportError:
         return None
     return hasattr(triton_helpers, "rand4x")
+
+
+def mask_ways(device: torch.device) -> dict:
+    found = {"rand + compiled pack": torch.compile(rand_keep_bits, options={"fallback_random": True}),
+             "rand + pack, uncompiled": rand_keep_bits}
+    if device.type == "cuda" and mask_kernel is not None:
+        found["mask_kernel"] = lambda shape, drop, dev: torch.ops.firefly.keep_bits(
+            torch.randint(1 << 62, (1,), device=dev), shape, drop)
+    return found
+
+
+def packed_masks(args, device: torch.device) -> dict:
+    """The packed-mask table: per width, each way's ms and dropped share."""
+    drop = round(args.p * MASK_RESOLUTION)
+    print(f"packed masks (lora.fuse_shared_inputs), p {args.p} resolved to {drop}/{MASK_RESOLUTION}")
+    print(f"{'width':>6} {'way':<36} {'ms':>8} {'x first':>8} {'dropped share':>14}")
+    results = {}
+    for width in args.widths:
+        shape, rows = [args.tokens, width // 8], {}
+        for name, fn in mask_ways(device).items():
+            dropped = 1 - unpack_bits(fn(shape, drop, device)).float().mean().item()
+            rows[name] = {"ms": round(time_ms(fn, (shape, drop, device), device, args.iters), 4),
+                          "dropped_share": round(dropped, 5)}
+        x = torch.empty(args.tokens, width, device=device, dtype=torch.bfloat16)
+        rows["bf16 rand_like (nn.Dropout's draw)"] = {
+            "ms": round(time_ms(torch.rand_like, (x,), device, args.iters), 4), "dropped_share": None}
+        first = next(iter(rows.values()))["ms"]
+        for name, r in rows.items():
+            r["x_first"] = round(r["ms"] / first, 3)
+            share = "-" if r["dropped_share"] is None else f"{r['dropped_share']:.5f}"
+            print(f"{width:>6} {name:<36} {r['ms']:>8.4f} {r['x_first']:>8.3f} {share:>14}")
+        results[str(width)] = rows
+        torch._dynamo.reset()  # each width compiles for its own static shape
+    return results
 
 
 def main() -> None:
@@ -83,10 +124,11 @@ def main() -> None:
             print(f"{width:>6} {name:<16} {r['ms']:>8.3f} {r['x_floor']:>8.2f} {r['dropped_share']:>14.4f} "
                   f"{str(r['masks_as_uncompiled']):>20}")
         results[str(width)] = rows
+    masks = packed_masks(args, device)
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "device": str(device),
                                          "torch": torch.__version__, "inductor_4x": draws_4x,
-                                         "widths": results}, indent=1))
+                                         "widths": results, "packed_masks": masks}, indent=1))
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def test_step_attention_speed_times_every_way_of_a_decoding_step(tmp_path):
 
 def test_dropout_speed_times_each_way_and_eager_masks_are_the_uncompiled_ones(tmp_path):
     """Each width times every way; the eager-mask compile draws the uncompiled run's masks, inductor's own do not,
-    and each way that drops drops about p."""
+    and each way that drops drops about p; so do the packed masks' ways."""
     report = tmp_path / "dropout.json"
     out = _run("bench/dropout_speed.py", "--tokens", 64, "--widths", 96, 32, "--p", 0.3, "--iters", 1,
                "--json", report)
@@ -165,16 +165,10 @@ def test_dropout_speed_times_each_way_and_eager_masks_are_the_uncompiled_ones(tm
         assert rows["no dropout"]["dropped_share"] == 0 and rows["no dropout"]["x_floor"] == 1
         for name in ("inductor masks", "eager masks", "uncompiled"):
             assert 0.25 < rows[name]["dropped_share"] < 0.35, name
-
-
-def test_mask_draw_speed_times_each_way_and_each_drops_about_p(tmp_path):
-    report = tmp_path / "masks.json"
-    out = _run("bench/mask_draw_speed.py", "--tokens", 64, "--widths", 96, 32, "--p", 0.3, "--iters", 1,
-               "--json", report)
     assert "resolved to 1229/4096" in out
-    widths = json.loads(report.read_text())["widths"]
-    assert set(widths) == {"96", "32"}
-    for rows in widths.values():  # the CPU has no mask_kernel row
+    packed = json.loads(report.read_text())["packed_masks"]
+    assert set(packed) == {"96", "32"}
+    for rows in packed.values():  # the CPU has no mask_kernel row
         assert set(rows) == {"rand + compiled pack", "rand + pack, uncompiled", "bf16 rand_like (nn.Dropout's draw)"}
         for name in ("rand + compiled pack", "rand + pack, uncompiled"):
             assert rows[name]["ms"] > 0 and 0.25 < rows[name]["dropped_share"] < 0.35, name

@@ -3,7 +3,8 @@
 # import (the masks from firefly_train/mask_kernel.py).
 T13='python3 bench/train_throughput.py --shape configs/shapes/llama2-13b.json --recipe configs/llama2-13b-pretrain-qlora.yaml --model-dir /tmp/m13 --tokenizer .carry/data/tokenizers/chinese-llama2 --kind fixed'
 T7='python3 bench/train_throughput.py --shape configs/shapes/llama2-7b.json --recipe configs/llama2-7b-pretrain-qlora.yaml --model-dir /tmp/l7 --tokenizer .carry/data/tokenizers/chinese-llama2 --kind fixed --steps 30'
-# Call 1 (cold): the GPU tests of the masks, the fused LoRA path and the NF4 op; the mask draws; the 13B pair
+# Call 1 (cold): the GPU tests of the masks, the fused LoRA path and the NF4 op; the mask draws (bench/mask_draw_speed.py,
+# since merged into bench/dropout_speed.py as its packed-mask table); the 13B pair
 SHAPE=configs/shapes/llama2-13b.json MODEL=/tmp/m13 BUDGET=560 bash bench/gpu_call.sh \
   'python3 -m pytest -q -p no:cacheprovider -m gpu tests/train/test_mask_kernel.py tests/train/test_fused_lora.py tests/train/test_nf4_linear.py' \
   'python3 bench/mask_draw_speed.py --json $OUT/masks.json' \
