@@ -228,7 +228,11 @@ def firefly(model_dir: Path, kind: str, args) -> dict:
         micro = cfg.micro_batch_size
         trainer.order.indices = lambda k: list(range(k * micro, (k + 1) * micro))
         result = run_steps(trainer.step, trainer.model, args, cfg.lora.r)
-        return result | {"paged_gib": paged_state_gib(trainer.optimizer)}
+        offloaded = trainer.offload.offloaded_bytes / 2**30 if trainer.offload else 0.0
+        if offloaded:
+            print(f"firefly: {offloaded:.2f} GiB of activations a micro-batch in host memory "
+                  f"({trainer.offload.late} tensors asked for before they were back)")
+        return result | {"paged_gib": paged_state_gib(trainer.optimizer), "offloaded_gib": offloaded}
 
 
 def paged_state_gib(optimizer) -> float:

@@ -134,6 +134,9 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
     if cfg.fp8_base_products != "none" and not (cfg.compile_layers and cfg.mode == "qlora"):
         raise FireflyError("config key 'fp8_base_products' needs compile_layers: true and mode: qlora (it computes "
                            "the NF4 base layers' products)")
+    if cfg.offloaded_layers and not cfg.gradient_checkpointing:
+        raise FireflyError("config key 'offloaded_layers' needs gradient_checkpointing: true (without it every layer "
+                           "keeps its activations on the device)")
     model = load_base(weights or src.base, cfg.mode, dtype, device, cfg.attn_implementation)
     model.train()  # from_pretrained loads in eval mode: no dropout, and transformers checkpoints only in training
     n_rows = model.get_input_embeddings().weight.shape[0]
@@ -156,7 +159,7 @@ def build_model(cfg, src: Sources, tokenizer, device: torch.device, dtype: torch
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     if cfg.gradient_checkpointing:
-        keep_activations(model, cfg.uncheckpointed_layers)
+        keep_activations(model, cfg.uncheckpointed_layers, cfg.offloaded_layers)
     if cfg.mode == "full":
         return model.to(device)
     from peft import PeftModel, get_peft_model
@@ -242,16 +245,21 @@ def master_weights_fp32(model, dtype: torch.dtype) -> None:
         model.get_input_embeddings().register_forward_hook(lambda module, args, out: out.to(dtype))
 
 
-def keep_activations(model, n: int) -> None:
-    """Turn gradient checkpointing off for the last n decoder layers (transformers' per-layer switch).
+def keep_activations(model, n: int, offloaded: int = 0) -> None:
+    """Turn gradient checkpointing off for the last n decoder layers (transformers' per-layer switch), and for the
+    first `offloaded` ones, whose activations `offload.OffloadedActivations` moves to host memory.
 
     transformers' own `every_n_layers` keeps no layer or at least half of them; a memory budget usually
     has room for a few layers, so the count is set here instead."""
     layers = decoder_layers(model)
-    if n < 0 or n > len(layers):
-        raise FireflyError(f"config key 'uncheckpointed_layers' must be between 0 and the model's {len(layers)} "
-                           f"decoder layers, got {n}")
-    for layer in layers[len(layers) - n:]:
+    for key, count in (("uncheckpointed_layers", n), ("offloaded_layers", offloaded)):
+        if count < 0 or count > len(layers):
+            raise FireflyError(f"config key '{key}' must be between 0 and the model's {len(layers)} decoder "
+                               f"layers, got {count}")
+    if n + offloaded > len(layers):
+        raise FireflyError(f"config keys 'uncheckpointed_layers' ({n}) and 'offloaded_layers' ({offloaded}) add up "
+                           f"to more than the model's {len(layers)} decoder layers")
+    for layer in layers[:offloaded] + layers[len(layers) - n:]:
         layer.gradient_checkpointing = False
 
 

@@ -14,6 +14,7 @@ is peft's own. The memory estimate is arithmetic on those counts:
   through SDPA/flash keeps no s x s matrix); with checkpointing only each layer's input plus one layer
   being recomputed. Logits and their gradient in fp32 are added in both cases. A layer compiled with the fused
   LoRA path keeps less (4h + 2h_kv + 2i values and the dropout masks, as counted in bench/NOTES.md).
+  Offloaded layers (`offloaded_layers`) keep theirs in pinned host memory, reported beside the total.
 It leaves out the CUDA context, allocator fragmentation and temporary buffers (add ~1-2 GiB).
 """
 from __future__ import annotations
@@ -123,12 +124,14 @@ def memory(cfg, config, base_total: int, linear: int, trainable: int, components
     chunked = cfg.loss_chunk_tokens > 0 and getattr(config, "model_type", None) in MODEL_TYPES
     logits = min(tokens, cfg.loss_chunk_tokens if chunked else tokens) * config.vocab_size * 4 * 2
     kept = min(max(cfg.uncheckpointed_layers, 0), layers)  # layers whose activations stay (no recompute)
-    with_ckpt = (layers - kept) * tokens * h * act_bytes + max(kept, 1) * per_layer + logits
+    offloaded = min(max(cfg.offloaded_layers, 0), layers - kept)  # layers whose activations go to host memory
+    with_ckpt = (layers - kept - offloaded) * tokens * h * act_bytes + max(kept, 1) * per_layer + logits
     without = layers * per_layer + logits
     act = with_ckpt if cfg.gradient_checkpointing else without
     # bitsandbytes' paged optimizers keep their state in CUDA unified memory, outside PyTorch's allocator
     paged = trainable * state if cfg.optimizer.startswith("paged_") else 0
     return {"weights": weights, "trainable_state": train, "paged_optimizer_state": paged,
+            "offloaded_activations": offloaded * per_layer if cfg.gradient_checkpointing else 0,
             "activations_checkpointing": with_ckpt, "activations_no_checkpointing": without,
             "total": weights + train + act}
 
@@ -151,6 +154,9 @@ def format_plan(cfg, result: dict) -> str:
               f"  activations, none         {mem['activations_no_checkpointing'] / GIB:8.2f} GiB",
               f"  total (gradient_checkpointing={cfg.gradient_checkpointing}) {mem['total'] / GIB:.2f} GiB "
               "(+ CUDA context and allocator slack)"]
+    if mem["offloaded_activations"]:
+        lines.append(f"  offloaded activations     {mem['offloaded_activations'] / GIB:8.2f} GiB of pinned host memory "
+                     f"(first {cfg.offloaded_layers} layers; not in the total)")
     if mem["paged_optimizer_state"]:
         lines.append(f"  of which paged optimizer state {mem['paged_optimizer_state'] / GIB:.2f} GiB (CUDA unified "
                      "memory: can spill to CPU RAM, not counted by torch.cuda.max_memory_allocated, so "

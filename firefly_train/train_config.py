@@ -93,6 +93,11 @@ class TrainConfig:
         "with gradient_checkpointing, the last N decoder layers keep their activations instead of recomputing "
         "them: each saves one layer's forward recompute per step and costs one layer's activations (`plan` "
         "shows both)", 0)
+    offloaded_layers: int = _help(
+        "with gradient_checkpointing, the first N decoder layers keep their activations in pinned host memory "
+        "instead of recomputing them (firefly_train.offload): copied out while the next layers compute and back "
+        "ahead of their own backward; pays where the GPU's host link carries a layer's activations in about the "
+        "time of its forward (not yet measured on a GPU)", 0)
     loss_chunk_tokens: int = _help(
         "compute the loss on labelled positions only, this many at a time under checkpointing, so the "
         "full logits tensor (tokens x vocabulary, in fp32) never exists; 0 = transformers' loss on the full "

@@ -144,6 +144,11 @@ class Trainer:
             raise FireflyError(f"config key 'lr_scheduler': {e}") from None
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.params = params
+        self.offload = None
+        if cfg.offloaded_layers:
+            from firefly_train.offload import OffloadedActivations
+
+            self.offload = OffloadedActivations(lora.decoder_layers(model), cfg.offloaded_layers)
         self.step_no, self.micro_batches, self.tokens, self.elapsed = 0, 0, 0, 0.0
         if self.resume_from is not None:
             self._load_state(self.resume_from)
@@ -222,7 +227,7 @@ class Trainer:
             tokens += n
             sync = i == accum - 1 or deepspeed
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
-                with self._loss_mode():
+                with self._loss_mode(), self.offload or contextlib.nullcontext():
                     loss = self.model(**batch, use_cache=False).loss
                 self.acc.backward(loss if deepspeed else loss / accum)
             losses.append(loss.detach().float())

@@ -40,10 +40,12 @@ def test_throughput_bench_firefly_path_with_overrides(tiny_llama, tmp_path):
     out = _run("bench/train_throughput.py", "--shape", _tiny_shape(tmp_path), "--vocab", vocab, "--seq", 32,
                "--micro-batch", 2, "--steps", 2, "--warmup", 1, "--model-dir", tmp_path / "model",
                "--tokenizer", tiny_llama, "--which", "firefly", "--json", report,
-               "--", "--precision", "fp32", "--optimizer", "adamw_torch", "--uncheckpointed_layers", "1")
+               "--", "--precision", "fp32", "--optimizer", "adamw_torch", "--uncheckpointed_layers", "1",
+               "--offloaded_layers", "1")
     assert any(line.startswith("firefly ") for line in out.splitlines())
     rows = json.loads(report.read_text())["rows"]
     assert rows["firefly"]["steps"] == 2 and len(rows["firefly"]["losses"]) == 3
+    assert rows["firefly"]["offloaded_gib"] == 0.0  # the tiny layer's tensors are under offload.MIN_BYTES
 
 
 def test_throughput_bench_sft_baseline_is_the_hf_trainer_in_bf16_and_firefly_packs_rows(tiny_llama, tmp_path):

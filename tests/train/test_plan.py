@@ -92,6 +92,22 @@ def test_a_compiled_fused_layer_is_planned_as_measured():
     assert abs(total / 2**30 - 29.0) < 1.0
 
 
+def test_offloaded_layers_leave_the_device_for_pinned_host_memory(capsys):
+    """An offloaded layer neither keeps its checkpointed input on the device nor is recomputed: the device's
+    activations drop by that input, and host memory holds what a kept layer would."""
+    def mem(kept=13, **over):
+        return plan(_cfg("llama2-13b.json", micro_batch_size=8, uncheckpointed_layers=kept, **over),
+                    vocab_size=55296)["memory"]
+
+    base, off = mem(), mem(offloaded_layers=10)
+    kept_layer = mem(kept=14)["activations_checkpointing"] - base["activations_checkpointing"] + 8192 * 5120 * 2
+    assert base["activations_checkpointing"] - off["activations_checkpointing"] == 10 * 8192 * 5120 * 2
+    assert off["offloaded_activations"] == 10 * kept_layer and base["offloaded_activations"] == 0
+    assert main(["plan", "--model", str(SHAPES / "llama2-13b.json"), "--vocab_size", "55296",
+                 "--offloaded_layers", "10"]) == 0
+    assert "of pinned host memory (first 10 layers; not in the total)" in capsys.readouterr().out
+
+
 def test_plan_on_embedded_model_without_loading_weights(smollm2):
     result = plan(load_config(PlanConfig, None, {"model": str(smollm2), "lora.r": 8, "train_embeddings": True}))
     # SmolLM2 ties lm_head to embed_tokens: one trained matrix, 49152 x 576
