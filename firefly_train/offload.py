@@ -121,6 +121,7 @@ class OffloadedActivations:
                     ready = self.stream.record_event()
                 for e in entries:
                     e.ready = ready
+                    e.back.record_stream(self.stream)  # freed unused (an abandoned backward): not reused mid-copy
             else:
                 for e in entries:
                     e.back.copy_(e.host)
