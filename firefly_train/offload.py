@@ -13,7 +13,8 @@ The copies back run one after another on one stream; at 13B a layer's take about
 14 ms of its backward, so a lead of two layers would fall behind by the difference at every layer, and four
 layers (started during the recomputing layers' longer backward) keep ahead of ten offloaded layers.
 Each tensor keeps its strides (compiled backward code assumes them). Parameters, tensors under `min_bytes` (masks,
-the NF4 absmax) and views of a larger storage (offloading them would free nothing) stay where they are. On the CPU the same bookkeeping copies in host memory (for tests).
+the NF4 absmax) and views of a larger storage (offloading them would free nothing) stay where they are. On the CPU
+the same bookkeeping copies within host memory (for tests).
 
 Like torchtune's `OffloadActivations`, built on `torch.autograd.graph.saved_tensors_hooks`; unlike it, copies come
 back a layer group at a time ahead of their use instead of when autograd asks for them.
