@@ -23,7 +23,7 @@ def _step(model, offload=None):
 def test_offloaded_layers_train_exactly_like_kept_ones(qlora, compiled):
     """Layer 0 offloaded and layer 1 kept against both kept: bit for bit the same loss and gradients, something went
     to host memory, and every tensor was back before autograd asked for it (brought back by layer 1's output
-    gradient). Compiled, the offload hooks still see layer 0's saved tensors: they run outside the compiled code."""
+    gradient). Compiled, the module hooks that mark layer 0 still mark its saved tensors, and split no graph."""
     from torch._dynamo.utils import counters
 
     overrides = {"compile_layers": compiled, "lora.dropout": 0.1, "lora.fuse_shared_inputs": True}
@@ -50,8 +50,8 @@ def test_a_strided_tensor_comes_back_with_its_strides_and_views_stay():
     entry = offload._pack(strided)
     back = offload._unpack(entry)
     assert back.stride() == strided.stride() and torch.equal(back, strided) and offload.late == 1
-    base = torch.randn(8, 4)
-    assert offload._pack(base[2:]) is not None and offload._pack(base[2:]).data_ptr() == base[2:].data_ptr()
+    view = torch.randn(8, 4)[2:]
+    assert offload._pack(view) is view
     assert offload._pack(layer.weight) is layer.weight
     offload.current = None
     assert offload._pack(strided) is strided
