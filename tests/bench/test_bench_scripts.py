@@ -176,6 +176,18 @@ def test_dropout_speed_times_each_way_and_eager_masks_are_the_uncompiled_ones(tm
             assert rows[name]["ms"] > 0 and 0.25 < rows[name]["dropped_share"] < 0.35, name
 
 
+def test_host_link_speed_times_each_direction_against_pageable_copies(tmp_path):
+    report = tmp_path / "link.json"
+    out = _run("bench/host_link_speed.py", "--tokens", 64, "--hidden", 256, "--intermediate", 512, "--repeats", 1,
+               "--json", report)
+    assert "one layer's tensors, 0.3 MiB" in out  # 6 x 64 x 256 + 2 x 64 x 512 bf16 values
+    rows = json.loads(report.read_text())["rows"]
+    assert set(rows) == {"pageable: device to host", "pageable: host to device", "pinned: device to host",
+                         "pinned: host to device"}  # the CPU: no two-stream row
+    assert all(r["gb_s"] > 0 and r["ms_a_layer"] > 0 for r in rows.values())
+    assert rows["pageable: device to host"]["x_pageable"] == 1
+
+
 def test_gpu_call_builds_the_model_then_runs_each_command_within_the_budget(tmp_path):
     """bench/gpu_call.sh with a tiny shape and no carry: the seeded model is built, each command runs in order
     with its exit status logged, and a command still running when the budget is spent is stopped (124)."""
