@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import time
 from pathlib import Path
 
 import torch
+
+from gemm_rates import timed
 
 MB = 1 << 20
 
@@ -26,21 +27,6 @@ def layer_tensors(tokens: int, hidden: int, intermediate: int, device) -> list[t
     """The bf16 tensors a compiled 13B-shaped decoder layer keeps (bench/NOTES.md, sixteenth session)."""
     sizes = [tokens * hidden] * 6 + [tokens * intermediate] * 2
     return [torch.empty(n, dtype=torch.bfloat16, device=device) for n in sizes]
-
-
-def timed(fn, device, repeats: int) -> float:
-    """Median seconds a call, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def ways(device, tensors, pinned: bool) -> dict:
@@ -85,9 +71,9 @@ def main() -> None:
     rows = {}
     for pinned in (False, True):
         for name, fn in ways(device, tensors, pinned).items():
-            seconds = timed(fn, device, args.repeats)
+            ms = timed(fn, device, args.repeats)  # synchronises the whole device: the side streams' copies count
             moved = layer_bytes * (2 if "both" in name else 1)
-            rows[name] = {"gb_s": round(moved / seconds / 1e9, 2), "ms_a_layer": round(1000 * seconds, 2)}
+            rows[name] = {"gb_s": round(moved / ms / 1e6, 2), "ms_a_layer": round(ms, 3)}
     for name, r in rows.items():
         direction = "device to host" if "device to host" in name or "both" in name else "host to device"
         base = rows[f"pageable: {direction}"]["gb_s"]

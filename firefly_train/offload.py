@@ -21,7 +21,7 @@ back a layer group at a time ahead of their use instead of when autograd asks fo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -36,7 +36,7 @@ class _Offloaded:
     device: torch.device
     layer: int
     back: torch.Tensor | None = None  # on the device again
-    ready: torch.cuda.Event | None = field(default=None, repr=False)
+    ready: torch.cuda.Event | None = None
 
 
 class OffloadedActivations:
@@ -44,7 +44,7 @@ class OffloadedActivations:
     model's decoder layers in order (their outputs carry the hooks that bring the tensors back)."""
 
     def __init__(self, layers: list[torch.nn.Module], n: int, min_bytes: int = MIN_BYTES):
-        self.n, self.min_bytes = n, min_bytes
+        self.min_bytes = min_bytes
         self.current: int | None = None
         self.saved: dict[int, list[_Offloaded]] = {}
         self.params = {p.untyped_storage().data_ptr() for layer in layers[:n] for p in layer.parameters()}
