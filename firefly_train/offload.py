@@ -9,9 +9,10 @@ ahead, started by a hook on a later layer's output gradient), and the compute st
 
 The first layers are the ones offloaded because their backward comes last: by then the activations of the layers
 kept on the GPU are freed, so the copies back have room and the whole backward of the other layers to overlap.
-The copies back run one after another on one stream; at 13B a layer's take about 19 ms at 50 GB/s against about
-14 ms of its backward, so a lead of two layers would fall behind by the difference at every layer, and four
-layers (started during the recomputing layers' longer backward) keep ahead of ten offloaded layers.
+The copies back run one after another on one stream; at 13B a layer's take 17 ms at the 55 GB/s an H200's host
+link gave (bench/host_link_speed.py) against about 14 ms of its backward, so a lead of two layers would fall
+behind by the difference at every layer; with four (started during the recomputing layers' longer backward) no
+tensor of 20 offloaded 13B layers was late (bench/NOTES.md, nineteenth session).
 Each tensor keeps its strides (compiled backward code assumes them). Parameters, tensors under `min_bytes` (masks,
 the NF4 absmax) and views of a larger storage (offloading them would free nothing) stay where they are. On the CPU
 the same bookkeeping copies within host memory (for tests).

@@ -58,7 +58,7 @@ def test_throughput_bench_sft_baseline_is_the_hf_trainer_in_bf16_and_firefly_pac
                "--micro-batch", 2, "--steps", 2, "--warmup", 1, "--model-dir", tmp_path / "model",
                "--tokenizer", tiny_llama, "--baseline-optim", "adamw_torch", "--kind", "sft", "--json", report,
                "--", "--precision", "bf16", "--optimizer", "adamw_torch",  # bf16: the baseline's, one process
-               "--uncheckpointed_layers", "1")
+               "--uncheckpointed_layers", "1", "--offloaded_layers", "0")  # the recipe's counts are for 32 layers
     assert {line.split()[0] for line in out.splitlines() if line.split()[:1] in (["baseline"], ["firefly"])} == {
         "baseline", "firefly"}
     assert "loss curves not compared" in out
@@ -78,7 +78,7 @@ def test_throughput_bench_profiles_a_step_by_op_class(tiny_llama, tmp_path):
                "--micro-batch", 2, "--steps", 1, "--warmup", 1, "--profile", 1, "--model-dir", tmp_path / "model",
                "--tokenizer", tiny_llama, "--which", "firefly", "--json", report,
                "--", "--precision", "fp32", "--optimizer", "adamw_torch", "--uncheckpointed_layers", "0",
-               "--compile_layers", "false")  # the eager ops, by the class their names give
+               "--offloaded_layers", "0", "--compile_layers", "false")  # the eager ops, by the class their names give
     assert "firefly: cpu time per step by op class" in out
     profile = json.loads(report.read_text())["rows"]["firefly"]["profile"]
     ms = profile["ms_per_step"]
