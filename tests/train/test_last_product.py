@@ -26,13 +26,17 @@ def _down_shaped_products(model) -> int:
     return sum(e.name == "aten::mm" and e.input_shapes[:2] == shape for e in prof.events())
 
 
+# A LoRA down-projection of rank 64 would have the base product's shape here; without dropout the gradients of
+# a checkpointed and a kept layer can be compared. Both tests build the same models, so they compile once.
+SETTINGS = {"lora.r": 8, "lora.dropout": 0.0}
+
+
 def test_a_checkpointed_layer_runs_its_down_product_once(qlora):
-    small_rank = {"lora.r": 8}  # a LoRA down-projection of rank 64 would have the base product's shape here
-    kept = _down_shaped_products(qlora(compile_layers=True, uncheckpointed_layers=2, **small_rank))
-    checkpointed = qlora(compile_layers=True, **small_rank)
+    kept = _down_shaped_products(qlora(compile_layers=True, uncheckpointed_layers=2, **SETTINGS))
+    checkpointed = qlora(compile_layers=True, **SETTINGS)
     assert all(layer.gradient_checkpointing for layer in checkpointed.get_base_model().model.layers)
     assert _down_shaped_products(checkpointed) == kept
-    assert _down_shaped_products(qlora(**small_rank)) == kept + 2  # eager checkpoints recompute it (2 layers)
+    assert _down_shaped_products(qlora(**SETTINGS)) == kept + 2  # eager checkpoints recompute it (2 layers)
 
 
 def _trained_adapter(model):
@@ -46,9 +50,8 @@ def _trained_adapter(model):
 
 
 def test_gradients_match_a_kept_layer_and_eval_is_untouched(qlora):
-    no_dropout = {"lora.dropout": 0.0}
-    checkpointed = _trained_adapter(qlora(compile_layers=True, **no_dropout))
-    kept = _trained_adapter(qlora(compile_layers=True, uncheckpointed_layers=2, **no_dropout))
+    checkpointed = _trained_adapter(qlora(compile_layers=True, **SETTINGS))
+    kept = _trained_adapter(qlora(compile_layers=True, uncheckpointed_layers=2, **SETTINGS))
     loss, loss_kept = _step(checkpointed), _step(kept)
     torch.testing.assert_close(loss, loss_kept, rtol=1e-2, atol=0)  # the residual add rounds in another order
     want = {n: p.grad for n, p in kept.named_parameters() if p.grad is not None}
