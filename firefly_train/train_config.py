@@ -96,8 +96,8 @@ class TrainConfig:
     offloaded_layers: int = _help(
         "with gradient_checkpointing, the first N decoder layers keep their activations in pinned host memory "
         "instead of recomputing them (firefly_train.offload): copied out while the next layers compute and back "
-        "ahead of their own backward; pays while the host link keeps up (H200: 13B 2.01x -> 2.20x the Trainer baseline with 20 layers, 7B "
-        "2.12x -> 2.24x with 10; `plan` shows the host memory)", 0)
+        "ahead of their own backward; pays while the host link keeps up (H200: 13B 2.01x -> 2.20x the Trainer "
+        "baseline with 20 layers, 7B 2.12x -> 2.24x with 10; `plan` shows the host memory)", 0)
     loss_chunk_tokens: int = _help(
         "compute the loss on labelled positions only, this many at a time under checkpointing, so the "
         "full logits tensor (tokens x vocabulary, in fp32) never exists; 0 = transformers' loss on the full "

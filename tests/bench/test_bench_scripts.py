@@ -59,7 +59,7 @@ def test_throughput_bench_sft_baseline_is_the_hf_trainer_in_bf16_and_firefly_pac
                "--tokenizer", tiny_llama, "--baseline-optim", "adamw_torch", "--kind", "sft", "--json", report,
                "--", "--precision", "bf16", "--optimizer", "adamw_torch",  # bf16: the baseline's, one process
                "--uncheckpointed_layers", "1", "--offloaded_layers", "0",  # the recipe's counts are for 32 layers
-               "--compile_layers", "false")  # the compiled bench path: test_throughput_bench_firefly_path_with_overrides
+               "--compile_layers", "false")  # the compiled path: test_throughput_bench_firefly_path_with_overrides
     assert {line.split()[0] for line in out.splitlines() if line.split()[:1] in (["baseline"], ["firefly"])} == {
         "baseline", "firefly"}
     assert "loss curves not compared" in out
