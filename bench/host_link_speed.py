@@ -12,7 +12,6 @@ buffers would get) as the baseline. Each row prints GB/s and the milliseconds a 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 from pathlib import Path
 
@@ -34,19 +33,20 @@ def ways(device, tensors, pinned: bool) -> dict:
     out_stream = torch.cuda.Stream() if device.type == "cuda" else None
     in_stream = torch.cuda.Stream() if device.type == "cuda" else None
 
-    def send(stream=None):
-        with torch.cuda.stream(stream) if stream else contextlib.nullcontext():
-            for h, t in zip(hosts, tensors):
-                h.copy_(t, non_blocking=pinned)
+    def copy(dsts, srcs, stream=None):  # torch.cuda.stream(None) changes nothing, also without CUDA
+        with torch.cuda.stream(stream):
+            for d, src in zip(dsts, srcs):
+                d.copy_(src, non_blocking=pinned)
 
-    def receive(stream=None):
-        with torch.cuda.stream(stream) if stream else contextlib.nullcontext():
-            for h, t in zip(hosts, tensors):
-                t.copy_(h, non_blocking=pinned)
+    def send():
+        copy(hosts, tensors)
+
+    def receive():
+        copy(tensors, hosts)
 
     def both():
-        send(out_stream)
-        receive(in_stream)
+        copy(hosts, tensors, out_stream)
+        copy(tensors, hosts, in_stream)
 
     kind = "pinned" if pinned else "pageable"
     found = {f"{kind}: device to host": send, f"{kind}: host to device": receive}
